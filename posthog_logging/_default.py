@@ -1,0 +1,90 @@
+"""The process-wide default client behind the module-level functions.
+
+Built lazily, on first use, from (in order of precedence) ``configure(...)``, the
+module attributes users set (``posthog_logging.api_key = ...``, ``host``, ``debug``,
+``disabled``), then the environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``). Changing
+``api_key`` or ``host`` later builds a new client for the events that follow.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from .client import Client
+from .contexts import set_exception_hook
+from .events import ExceptionInfo
+
+_lock = threading.Lock()
+_configured: Client | None = None
+_lazy: Client | None = None
+_lazy_key: tuple[Any, Any] | None = None
+
+
+def _package() -> Any:
+    return sys.modules[__package__]
+
+
+def get_client() -> Client:
+    """The default client, built on first use."""
+    global _lazy, _lazy_key
+    client = _configured
+    if client is not None:
+        return client
+    pkg = _package()
+    key = (pkg.api_key, pkg.host)
+    client = _lazy
+    if client is None or key != _lazy_key:
+        with _lock:
+            if _lazy is None or key != _lazy_key:
+                old = _lazy
+                _lazy = Client(api_key=pkg.api_key, host=pkg.host, debug=bool(pkg.debug))
+                _lazy_key = key
+                if old is not None:  # send what it holds, without blocking this caller
+                    threading.Thread(target=old.shutdown, daemon=True).start()
+            client = _lazy
+    client.disabled = bool(pkg.disabled)
+    return client
+
+
+def configure(**options: Any) -> Client:
+    """Replace the default client with ``Client(**options)``; the old one is shut down."""
+    global _configured
+    client = Client(**options)
+    with _lock:
+        old, _configured = _configured, client
+    if old is not None:
+        old.shutdown()
+    return client
+
+
+def adopt(client: Client) -> None:
+    """Make ``client`` the default unless ``configure()`` already chose one.
+
+    A :class:`~posthog_logging.PostHogHandler` configured with its own API key (say from
+    ``dictConfig``) is adopted, so that contexts and module-level calls use it too.
+    """
+    global _configured
+    with _lock:
+        if _configured is None:
+            _configured = client
+
+
+def reset() -> None:
+    """Forget the default client (shutting it down). For tests and reconfiguration."""
+    global _configured, _lazy, _lazy_key
+    with _lock:
+        clients = [c for c in (_configured, _lazy) if c is not None]
+        _configured = _lazy = _lazy_key = None
+    for client in clients:
+        client.shutdown()
+
+
+def _capture_leaving_context(exc: BaseException) -> object:
+    return get_client().capture_exception_info(
+        exc, ExceptionInfo(chain=(), mechanism_type="generic", handled=False), None
+    )
+
+
+set_exception_hook(_capture_leaving_context)

@@ -1,0 +1,240 @@
+"""Contexts: identity, session and tags that follow the code that runs inside them.
+
+A context is an immutable :class:`ContextState` held in a :class:`contextvars.ContextVar`.
+Changing it (``tag``, ``identify_context``, ``set_context_session``) replaces the
+state in the *current* :mod:`contextvars` context instead of mutating a shared
+object. That one rule gives the isolation users expect:
+
+- each thread starts with its own contextvars context, so threads never see
+  each other's identity;
+- each asyncio task runs in a *copy* of its parent's contextvars context, so a
+  tag set inside a task never leaks back into the parent or into sibling tasks;
+- leaving a context restores the parent's state exactly (``ContextVar.reset``).
+
+This module knows nothing about HTTP or logging. Exceptions leaving a context are
+handed to a callback that the package installs (:func:`set_exception_hook`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any, TypeVar, cast
+
+__all__ = [
+    "ContextState",
+    "current_state",
+    "get_context_distinct_id",
+    "get_context_session_id",
+    "get_tags",
+    "identify_context",
+    "new_context",
+    "scoped",
+    "set_context_session",
+    "tag",
+]
+
+logger = logging.getLogger("posthog_logging")
+
+_EMPTY_TAGS: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class ContextState:
+    """What a context carries. Immutable: a change makes a new state."""
+
+    distinct_id: str | None = None
+    session_id: str | None = None
+    tags: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_TAGS)
+    capture_exceptions: bool = True
+    #: Depth of nesting; 0 means "outside any context".
+    depth: int = 0
+
+
+_ROOT = ContextState()
+_state: contextvars.ContextVar[ContextState] = contextvars.ContextVar(
+    "posthog_logging_context", default=_ROOT
+)
+
+ExceptionHook = Callable[[BaseException], object]
+_exception_hook: ExceptionHook | None = None
+
+
+def set_exception_hook(hook: ExceptionHook | None) -> None:
+    """Install the callable that captures an exception leaving a context."""
+    global _exception_hook
+    _exception_hook = hook
+
+
+def current_state() -> ContextState:
+    """The state of the innermost context here (an empty state outside any context)."""
+    return _state.get()
+
+
+def get_context_distinct_id() -> str | None:
+    """The distinct_id of the current context, or None."""
+    return _state.get().distinct_id
+
+
+def get_context_session_id() -> str | None:
+    """The session id of the current context, or None."""
+    return _state.get().session_id
+
+
+def get_tags() -> dict[str, Any]:
+    """A copy of the current context's tags."""
+    return dict(_state.get().tags)
+
+
+_warned_outside: set[str] = set()
+
+
+def _replace_inside_context(what: str, **changes: Any) -> None:
+    state = _state.get()
+    if state.depth == 0:
+        # Outside any context there is no scope that could end, so a value set here
+        # would stick to the thread (or task) for good and leak into unrelated work,
+        # e.g. the next request served by the same worker thread. Ignore it, loudly.
+        if what not in _warned_outside:
+            _warned_outside.add(what)
+            logger.warning(
+                "posthog_logging.%s() was called outside new_context()/@scoped and is "
+                "ignored; wrap the work in `with posthog_logging.new_context():`",
+                what,
+            )
+        return
+    _state.set(_evolve(state, **changes))
+
+
+def _evolve(state: ContextState, **changes: Any) -> ContextState:
+    values = {
+        "distinct_id": state.distinct_id,
+        "session_id": state.session_id,
+        "tags": state.tags,
+        "capture_exceptions": state.capture_exceptions,
+        "depth": state.depth,
+    }
+    values.update(changes)
+    return ContextState(**values)
+
+
+def identify_context(distinct_id: str) -> None:
+    """Identify the current context (and the contexts it opens) with ``distinct_id``."""
+    if distinct_id is not None and not isinstance(distinct_id, str):
+        distinct_id = str(distinct_id)
+    _replace_inside_context("identify_context", distinct_id=distinct_id or None)
+
+
+def set_context_session(session_id: str) -> None:
+    """Set the session id (sent as ``$session_id``) of the current context."""
+    if session_id is not None and not isinstance(session_id, str):
+        session_id = str(session_id)
+    _replace_inside_context("set_context_session", session_id=session_id or None)
+
+
+def tag(name: str, value: Any) -> None:
+    """Add a tag to the current context; it is sent as a property of every event."""
+    state = _state.get()
+    tags = dict(state.tags)
+    tags[str(name)] = value
+    _replace_inside_context("tag", tags=MappingProxyType(tags))
+
+
+class new_context:  # noqa: N801 - a function-like name, as in the upstream API
+    """Open a context for the duration of a ``with`` block.
+
+    ``fresh=True`` starts empty instead of inheriting identity, session and tags.
+    With ``capture_exceptions=True`` an exception leaving the block is sent once as an
+    ``$exception`` event and re-raised unchanged. ``__enter__``/``__exit__`` may be
+    called by hand (for request hooks), but each instance is entered once.
+    """
+
+    __slots__ = ("_capture_exceptions", "_fresh", "_parent", "_token")
+
+    def __init__(self, fresh: bool = False, capture_exceptions: bool = True) -> None:
+        self._fresh = fresh
+        self._capture_exceptions = capture_exceptions
+        self._token: contextvars.Token[ContextState] | None = None
+        self._parent: ContextState | None = None
+
+    def __enter__(self) -> new_context:
+        if self._token is not None:
+            raise RuntimeError("this new_context() is already entered; make a new one")
+        parent = _state.get()
+        base = _ROOT if self._fresh else parent
+        state = _evolve(
+            base, capture_exceptions=self._capture_exceptions, depth=parent.depth + 1
+        )
+        self._parent = parent
+        self._token = _state.set(state)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is None:
+            return
+        if exc is not None and self._capture_exceptions and _exception_hook is not None:
+            # Captured while the context is still current, so the event carries it.
+            try:
+                _exception_hook(exc)
+            except Exception:  # never let telemetry replace the user's exception
+                logger.debug("capturing an exception leaving a context failed", exc_info=True)
+        token, parent = self._token, self._parent
+        self._token = self._parent = None
+        try:
+            _state.reset(token)
+        except ValueError:
+            # Exited in another contextvars context than it was entered in (e.g. request
+            # hooks run on different tasks): restore the parent's state there instead.
+            assert parent is not None
+            _state.set(parent)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def scoped(fresh: bool = False, capture_exceptions: bool = True) -> Callable[[F], F]:
+    """Decorate a function so that each call runs in its own :class:`new_context`.
+
+    Use it as ``@scoped()`` (or bare ``@scoped``). Works on plain and ``async`` functions. Generator functions are refused with a
+    ``TypeError``: a generator runs in its consumer's context between ``yield``\\ s, so a
+    context opened around it would leak into the consumer. Open ``new_context()`` around
+    the loop that consumes it instead.
+    """
+
+    def decorate(fn: F) -> F:
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"@scoped cannot wrap the generator function {fn.__qualname__!r}: a "
+                "generator's context would leak into its consumer between yields. "
+                "Use `with new_context():` around the code that consumes it."
+            )
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with new_context(fresh=fresh, capture_exceptions=capture_exceptions):
+                    return await fn(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with new_context(fresh=fresh, capture_exceptions=capture_exceptions):
+                return fn(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    if callable(fresh):  # used bare, as @scoped
+        fn, fresh = fresh, False
+        return cast(Callable[[F], F], decorate(cast(F, fn)))
+    return decorate

@@ -1,0 +1,314 @@
+"""Event building, in two halves.
+
+On the application's thread, :class:`PendingEvent` records only what must be taken at
+the call site: the name, a shallow copy of the properties, the context (an immutable
+snapshot, so taking it is free), the time and the uuid. Everything else (merging
+properties, making them JSON-safe, redacting secrets, exception source context,
+``before_send``, serialising) happens on the sender thread in :class:`EventBuilder`.
+
+Property precedence, lowest first (a later layer overwrites an earlier one):
+
+1. library defaults: ``$python_version``, ``$python_runtime``, ``$os``, ``$os_version``,
+   ``$geoip_disable``, ``$is_server``;
+2. the client's ``super_properties``;
+3. the context's tags;
+4. ``$session_id`` from the context;
+5. the properties given to the call (a ``$session_id`` given here wins over the context's);
+6. what the library owns and no one overrides: ``$lib``, ``$lib_version``,
+   ``$groups`` from the ``groups`` argument, ``$process_person_profile: false`` for
+   personless events, and ``$exception_list``/``$exception_level``/``$exception_source``.
+
+The distinct_id is the explicit one, else the context's, else a generated one for a
+personless event (:func:`choose_distinct_id`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._version import __version__
+from .contexts import ContextState
+from .exceptions import ExceptionSnapshot, InAppRules, build_exception_list
+from .serialisation import MAX_STRING_LENGTH, Redactor, dumps, to_jsonable
+
+__all__ = [
+    "LIB_NAME",
+    "MAX_EVENT_BYTES",
+    "BuiltEvent",
+    "DroppedEvent",
+    "EventBuilder",
+    "ExceptionInfo",
+    "PendingEvent",
+    "choose_distinct_id",
+    "format_timestamp",
+    "uuid7",
+]
+
+logger = logging.getLogger("posthog_logging")
+
+LIB_NAME = "posthog-logging"
+#: PostHog refuses (413) a single event above 1 MiB; keep a margin for the envelope.
+MAX_EVENT_BYTES = 1_000_000
+MAX_NAME_LENGTH = 200
+
+BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+_getrandbits = random.getrandbits  # reseeded in forked children by the random module
+
+
+def uuid7(timestamp: float | None = None) -> str:
+    """A time-ordered UUID (version 7) as a string, from ``timestamp`` (epoch seconds)."""
+    ms = int((time.time() if timestamp is None else timestamp) * 1000) & 0xFFFF_FFFF_FFFF
+    rand = _getrandbits(74)
+    value = (
+        (ms << 80)
+        | (0x7 << 76)
+        | ((rand >> 62) << 64)  # 12 bits after the version
+        | (0b10 << 62)  # RFC 4122 variant
+        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def format_timestamp(value: float | dt.datetime) -> str:
+    """ISO 8601 in UTC with microseconds, e.g. ``2024-05-01T12:00:00.123456+00:00``.
+
+    A naive datetime is taken as local time, as :meth:`datetime.astimezone` does.
+    """
+    if isinstance(value, dt.datetime):
+        moment = value.astimezone(dt.timezone.utc)
+    else:
+        moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return moment.isoformat(timespec="microseconds")
+
+
+def choose_distinct_id(explicit: Any, context: ContextState) -> str | None:
+    """The one rule for whose event this is: explicit, else the context's, else None."""
+    if explicit is not None and explicit != "":
+        return explicit if isinstance(explicit, str) else str(explicit)
+    return context.distinct_id
+
+
+@dataclass(frozen=True)
+class ExceptionInfo:
+    """What an ``$exception`` event needs beyond a plain event."""
+
+    chain: tuple[ExceptionSnapshot, ...]
+    mechanism_type: str = "generic"
+    handled: bool | None = None
+    level: str | None = None
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    """An event as taken on the caller's thread: cheap to make, built later."""
+
+    event: str
+    properties: dict[str, Any] | None
+    distinct_id: str | None
+    context: ContextState
+    timestamp: float | dt.datetime
+    uuid: str
+    groups: Mapping[str, Any] | None = None
+    exception: ExceptionInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltEvent:
+    """An event ready for the wire: its uuid and its JSON bytes."""
+
+    uuid: str
+    payload: bytes
+
+
+class DroppedEvent(Exception):
+    """Raised by :meth:`EventBuilder.build` when an event must not be sent."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _library_defaults() -> dict[str, Any]:
+    return {
+        "$python_version": platform.python_version(),
+        "$python_runtime": platform.python_implementation(),
+        "$os": {"darwin": "Mac OS X", "win32": "Windows", "linux": "Linux"}.get(
+            sys.platform, platform.system()
+        ),
+        "$os_version": platform.release(),
+        "$geoip_disable": True,
+        "$is_server": True,
+    }
+
+
+_PLACEHOLDER_IDS = frozenset(
+    {
+        "null",
+        "undefined",
+        "none",
+        "nil",
+        "anonymous",
+        "guest",
+        "0",
+        "nan",
+        "[object object]",
+        "distinct_id",
+        "distinctid",
+        "id",
+        "not_authenticated",
+        "true",
+        "false",
+    }
+)
+
+
+class EventBuilder:
+    """Turns a :class:`PendingEvent` into wire-ready JSON. Runs on the sender thread."""
+
+    def __init__(
+        self,
+        *,
+        super_properties: Mapping[str, Any] | None = None,
+        redactor: Redactor | None = None,
+        before_send: BeforeSend | None = None,
+        in_app: InAppRules | None = None,
+    ) -> None:
+        self._defaults = _library_defaults()
+        self._super = dict(super_properties or {})
+        self._redactor = redactor or Redactor(())
+        self._before_send = before_send
+        self._in_app = in_app or InAppRules()
+        self._warned: set[str] = set()
+
+    def build(self, pending: PendingEvent) -> BuiltEvent:
+        """Build the event; raise :class:`DroppedEvent` if it must not be sent."""
+        data = self.to_dict(pending)
+        if self._before_send is not None:
+            data = self._apply_before_send(data)
+        payload = self._serialise(data)
+        return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
+
+    def to_dict(self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH) -> dict[str, Any]:
+        """The event as the JSON-safe dict that goes on the wire."""
+        context = pending.context
+        props: dict[str, Any] = dict(self._defaults)
+        props.update(self._super)
+        if context.tags:
+            props.update(context.tags)
+        if context.session_id:
+            props["$session_id"] = context.session_id
+        if pending.properties:
+            props.update(pending.properties)
+
+        distinct_id = choose_distinct_id(pending.distinct_id, context)
+        props["$lib"] = LIB_NAME
+        props["$lib_version"] = __version__
+        if pending.groups:
+            props["$groups"] = dict(pending.groups)
+        if distinct_id is None:
+            distinct_id = pending.uuid
+            props["$process_person_profile"] = False
+        else:
+            distinct_id = self._checked_distinct_id(distinct_id)
+
+        clean = to_jsonable(props, redactor=self._redactor, max_string_length=string_limit)
+        exc = pending.exception
+        if exc is not None:
+            clean["$exception_list"] = build_exception_list(
+                exc.chain, mechanism_type=exc.mechanism_type, handled=exc.handled,
+                in_app=self._in_app,
+            )
+            if exc.level is not None:
+                clean["$exception_level"] = exc.level
+            if exc.source is not None:
+                clean["$exception_source"] = exc.source
+
+        return {
+            "event": self._checked_name(pending.event),
+            "distinct_id": distinct_id,
+            "properties": clean,
+            "timestamp": format_timestamp(pending.timestamp),
+            "uuid": pending.uuid,
+        }
+
+    def _apply_before_send(self, data: dict[str, Any]) -> dict[str, Any]:
+        assert self._before_send is not None
+        try:
+            result = self._before_send(data)
+        except Exception as exc:
+            raise DroppedEvent(
+                "before_send_error", f"before_send raised {type(exc).__name__}: {exc}"
+            ) from None
+        if result is None:
+            raise DroppedEvent("before_send", "before_send returned None")
+        if not isinstance(result, dict) or not isinstance(result.get("event"), str):
+            raise DroppedEvent(
+                "before_send_error", "before_send must return the event dict or None"
+            )
+        if not result["event"] or not result.get("distinct_id"):
+            raise DroppedEvent(
+                "before_send_error", "before_send returned an event without name or distinct_id"
+            )
+        if not isinstance(result.get("properties"), dict):
+            result["properties"] = {}
+        result["uuid"] = data["uuid"]  # the uuid is fixed at creation, whatever happens
+        return result
+
+    def _serialise(self, data: dict[str, Any]) -> bytes:
+        try:
+            payload = dumps(data)
+        except (TypeError, ValueError):  # before_send put something odd in
+            data = to_jsonable(data)
+            payload = dumps(data)
+        if len(payload) <= MAX_EVENT_BYTES:
+            return payload
+        # Too big: cut long strings harder before giving up on the event.
+        shrunk = to_jsonable(data, max_string_length=1024)
+        payload = dumps(shrunk)
+        if len(payload) <= MAX_EVENT_BYTES:
+            return payload
+        raise DroppedEvent(
+            "too_large",
+            f"event {data.get('event')!r} is {len(payload)} bytes serialised, over PostHog's "
+            f"limit of about 1 MB even with long strings cut",
+        )
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned and len(self._warned) < 1000:
+            self._warned.add(key)
+            logger.warning(message, *args)
+
+    def _checked_name(self, name: str) -> str:
+        if len(name) > MAX_NAME_LENGTH:
+            self._warn_once(
+                "name:" + name[:50], "event name %r... is over %d chars; truncated",
+                name[:50], MAX_NAME_LENGTH,
+            )
+            return name[:MAX_NAME_LENGTH]
+        return name
+
+    def _checked_distinct_id(self, distinct_id: str) -> str:
+        if distinct_id.strip().lower() in _PLACEHOLDER_IDS:
+            self._warn_once(
+                "id:" + distinct_id,
+                "distinct_id %r looks like a placeholder; PostHog will not make a person of it",
+                distinct_id,
+            )
+        if len(distinct_id) > MAX_NAME_LENGTH:
+            self._warn_once(
+                "idlen", "a distinct_id is over %d chars; truncated", MAX_NAME_LENGTH
+            )
+            return distinct_id[:MAX_NAME_LENGTH]
+        return distinct_id

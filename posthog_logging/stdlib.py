@@ -1,0 +1,308 @@
+"""The bridge from the standard library's :mod:`logging` to PostHog.
+
+- :class:`PostHogHandler` turns marked records into events and records with an
+  exception into ``$exception`` events. Everything else passes by at the cost of two
+  dictionary look-ups.
+- :class:`ContextFilter` stamps each record, where it is logged, with the current
+  context (``posthog_distinct_id``, ``posthog_session_id``, ``posthog_tags``), for
+  formatters and for a handler that runs on another thread behind ``QueueHandler``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+
+from . import _default
+from .client import Client, in_library_code
+from .contexts import ContextState, current_state
+from .events import ExceptionInfo
+from .exceptions import exception_level_name, mark_captured, snapshot_exception
+
+__all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
+
+#: Loggers whose records never become events: our own, and the HTTP stack we send with
+#: (an event about a failed request would need a request, which could fail, ...).
+DEFAULT_IGNORED_LOGGERS: tuple[str, ...] = ("posthog_logging", "urllib3", "requests", "posthog")
+
+#: Record attributes that are never properties: the standard LogRecord attributes
+#: (python-json-logger's list) and the stamps :class:`ContextFilter` adds.
+_STAMPS = frozenset(
+    {
+        "posthog_distinct_id",
+        "posthog_session_id",
+        "posthog_tags",
+        "posthog_exception",
+        "posthog_event_name",
+        "taskName",
+    }
+)
+_NOT_PROPERTIES = frozenset(RESERVED_ATTRS) | _STAMPS
+#: Extra keys with a meaning of their own, as in ``capture()``.
+_SPECIAL_KEYS = ("distinct_id", "groups", "properties", "$set", "$set_once")
+
+
+def _level(value: int | str, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        level = logging.getLevelName(value.strip().upper())
+        if isinstance(level, int):
+            return level
+    raise ValueError(f"{name} must be a logging level (an int or a name like 'ERROR'), got {value!r}")
+
+
+def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):  # "a, b" from an ini file or an environment variable
+        value = value.split(",")
+    return tuple(n.strip() for n in value if n and n.strip())
+
+
+class ContextFilter(logging.Filter):
+    """Stamp records with the current context; never rejects a record.
+
+    Adds ``posthog_distinct_id``, ``posthog_session_id`` and ``posthog_tags`` (None
+    when unset). Attach it where records are made (on the ``QueueHandler``, or on the
+    loggers) so the stamp describes the code that logged, not the thread that handles.
+
+    A record that carries the event marker also gets ``posthog_event_name`` (its message
+    template, before ``QueueHandler`` formats it), and a record with an exception at or
+    above ``exception_level`` gets ``posthog_exception``, a picklable snapshot, since
+    ``QueueHandler`` drops ``exc_info``. Use the same ``event_key`` and
+    ``exception_level`` as the :class:`PostHogHandler`.
+    """
+
+    def __init__(
+        self,
+        name: str = "",
+        *,
+        event_key: str = "event",
+        exception_level: int | str = logging.ERROR,
+    ) -> None:
+        super().__init__(name)
+        self.event_key = event_key
+        self.exception_level = _level(exception_level, "exception_level")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Stamp ``record``; always True."""
+        d = record.__dict__
+        if "posthog_tags" not in d:
+            state = current_state()
+            d["posthog_distinct_id"] = state.distinct_id
+            d["posthog_session_id"] = state.session_id
+            d["posthog_tags"] = dict(state.tags) if state.tags else None
+        marker = d.get(self.event_key)
+        if marker is True and "posthog_event_name" not in d:
+            d["posthog_event_name"] = str(record.msg)
+        exc_info = record.exc_info
+        if (
+            exc_info
+            and exc_info[1] is not None
+            and record.levelno >= self.exception_level
+            and "posthog_exception" not in d
+        ):
+            exc = exc_info[1]
+            d["posthog_exception"] = snapshot_exception(exc) if mark_captured(exc) else ()
+        return True
+
+
+class PostHogHandler(logging.Handler):
+    """Send marked records as PostHog events and logged exceptions to error tracking.
+
+    ``logger.info("page_viewed", extra={"event": True, "page": "/"})`` sends the event
+    ``page_viewed`` with the property ``page``; ``extra={"event": "signup"}`` names the
+    event ``signup``. ``logger.exception(...)`` (any record with ``exc_info`` at or above
+    ``exception_level``) sends an ``$exception`` event. Other records are ignored.
+
+    Without ``client``, the handler uses the default client, unless ``api_key``,
+    ``host`` or other client options are given: then it builds its own :class:`Client`
+    (and it becomes the default client if none was configured). All arguments are
+    strings, numbers or lists, so the handler can be set up from ``dictConfig``.
+    """
+
+    def __init__(
+        self,
+        level: int | str = logging.NOTSET,
+        *,
+        client: Client | None = None,
+        api_key: str | None = None,
+        host: str | None = None,
+        event_key: str = "event",
+        exception_level: int | str = logging.ERROR,
+        ignore_loggers: Iterable[str] | str | None = DEFAULT_IGNORED_LOGGERS,
+        **client_options: Any,
+    ) -> None:
+        super().__init__(level)
+        if not isinstance(event_key, str) or not event_key:
+            raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
+        self.event_key = event_key
+        self.exception_level = _level(exception_level, "exception_level")
+        self.ignore_loggers = _names(ignore_loggers)
+        self._ignored: dict[str, bool] = {}
+        self._guard = threading.local()
+        self._owns_client = False
+        if client is not None and (api_key or host or client_options):
+            raise ValueError("pass either client= or client options (api_key, host, ...), not both")
+        if client is None and (api_key or host or client_options):
+            client = Client(api_key, host, **client_options)
+            self._owns_client = True
+            _default.adopt(client)
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        """The client events go to (the default client unless one was given)."""
+        return self._client if self._client is not None else _default.get_client()
+
+    def _is_ignored(self, name: str) -> bool:
+        ignored = self._ignored.get(name)
+        if ignored is None:
+            ignored = any(name == n or name.startswith(n + ".") for n in self.ignore_loggers)
+            if len(self._ignored) < 10_000:
+                self._ignored[name] = ignored
+        return ignored
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit ``record`` if it is an event or an exception; cheap otherwise.
+
+        No handler lock: the client is thread-safe, and the lock would serialise threads.
+        """
+        d = record.__dict__
+        if not d.get(self.event_key) and not (
+            record.levelno >= self.exception_level
+            and (record.exc_info or d.get("posthog_exception"))
+        ):
+            return False
+        if in_library_code() or self._is_ignored(record.name):
+            return False
+        result = self.filter(record)
+        if not result:
+            return False
+        if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap it
+            record = result
+        self.emit(record)
+        return result
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Turn ``record`` into an event or an ``$exception`` event. Never raises."""
+        guard = self._guard
+        if getattr(guard, "busy", False):  # something below logged: do not loop
+            return
+        guard.busy = True
+        try:
+            self._emit(record)
+        except Exception:
+            self._client_or_none_drop("handler_error")
+            self.handleError(record)  # prints only when logging.raiseExceptions is on
+        finally:
+            guard.busy = False
+
+    def _client_or_none_drop(self, reason: str) -> None:
+        try:
+            self.client._drop(reason, "a log record could not be turned into an event")
+        except Exception:
+            pass
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        d = record.__dict__
+        context = self._context_of(d)
+        properties, distinct_id, groups = self._properties(d)
+        client = self.client
+        marker = d.get(self.event_key)
+        if marker:
+            if isinstance(marker, str):
+                name = marker
+            else:
+                name = d.get("posthog_event_name") or str(record.msg)
+            if name:
+                client._capture(
+                    name, properties, distinct_id, groups, record.created, None, None, context
+                )
+            else:
+                client._drop("bad_event_name", "a marked log record had an empty event name")
+        if record.levelno < self.exception_level:
+            return
+        info = ExceptionInfo(
+            chain=(),
+            mechanism_type="logger",
+            handled=True,
+            level=exception_level_name(record.levelno),
+            source="python.logging",
+        )
+        exc_props = dict(properties or {})
+        exc_props.update(
+            log_message=_message(record), logger_name=record.name,
+            log_level=record.levelname.lower(),
+        )
+        stamped = d.get("posthog_exception")
+        if stamped is not None:
+            if stamped:
+                info = ExceptionInfo(stamped, info.mechanism_type, info.handled, info.level, info.source)
+                client.capture_exception_info(
+                    None, info, exc_props, distinct_id=distinct_id,
+                    timestamp=record.created, context=context,
+                )
+            return
+        exc_info = record.exc_info
+        if exc_info and exc_info[1] is not None:
+            client.capture_exception_info(
+                exc_info[1], info, exc_props, distinct_id=distinct_id,
+                timestamp=record.created, context=context,
+            )
+
+    @staticmethod
+    def _context_of(d: Mapping[str, Any]) -> ContextState | None:
+        """The stamp left by :class:`ContextFilter`, or None to use this thread's context."""
+        if "posthog_tags" not in d:
+            return None
+        return ContextState(
+            distinct_id=d.get("posthog_distinct_id"),
+            session_id=d.get("posthog_session_id"),
+            tags=d.get("posthog_tags") or {},
+        )
+
+    def _properties(
+        self, d: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, Any, Mapping[str, Any] | None]:
+        key = self.event_key
+        props: dict[str, Any] = {}
+        nested = d.get("properties")
+        if isinstance(nested, Mapping):
+            props.update(nested)
+        for name, value in d.items():
+            if name in _NOT_PROPERTIES or name == key or name[:1] == "_":
+                continue
+            if name in _SPECIAL_KEYS:
+                if name in ("$set", "$set_once"):
+                    props[name] = value
+                continue
+            props[name] = value
+        groups = d.get("groups")
+        return props or None, d.get("distinct_id"), groups if isinstance(groups, Mapping) else None
+
+    def flush(self) -> None:
+        """Send what is queued (bounded by the client's ``shutdown_timeout``)."""
+        client = self._client
+        if client is not None:
+            client.flush()
+
+    def close(self) -> None:
+        """Shut the handler's own client down (a shared client is left running)."""
+        try:
+            if self._owns_client and self._client is not None:
+                self._client.shutdown()
+        finally:
+            super().close()
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # bad %-args: keep the template rather than fail
+        return str(record.msg)
