@@ -105,7 +105,7 @@ def capture_exception(
     return _default.get_client().capture_exception(exception, properties, distinct_id=distinct_id)
 
 
-def set(properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:  # noqa: A001
+def set(properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:
     """Set person properties with the default client. See :meth:`Client.set`."""
     return _default.get_client().set(properties, distinct_id=distinct_id)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -151,8 +152,10 @@ class Client:
         if super_properties is not None and not isinstance(super_properties, Mapping):
             raise TypeError("super_properties must be a mapping")
 
-        api_key = api_key or os.environ.get("POSTHOG_API_KEY") or os.environ.get(
-            "POSTHOG_PROJECT_API_KEY"
+        api_key = (
+            api_key
+            or os.environ.get("POSTHOG_API_KEY")
+            or os.environ.get("POSTHOG_PROJECT_API_KEY")
         )
         self.api_key: str | None = api_key.strip() if api_key else None
         self.host: str = (host or os.environ.get("POSTHOG_HOST") or DEFAULT_HOST).rstrip("/")
@@ -197,6 +200,7 @@ class Client:
         self._deadline: float | None = None  # monotonic; set while flushing or shutting down
         self._interrupt = threading.Event()
         self._urgent = False
+        self._gave_back = False
         self._in_flight = 0
         self._dequeued = 0
         self._sent = 0
@@ -259,8 +263,13 @@ class Client:
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
         return self._capture(
-            event, dict(properties) if properties else None, distinct_id, groups,
-            timestamp, uuid, None,
+            event,
+            dict(properties) if properties else None,
+            distinct_id,
+            groups,
+            timestamp,
+            uuid,
+            None,
         )
 
     def capture_exception(
@@ -317,8 +326,11 @@ class Client:
                 logger.debug("could not read an exception's traceback", exc_info=True)
                 chain = ()
             info = ExceptionInfo(
-                chain=chain, mechanism_type=info.mechanism_type, handled=info.handled,
-                level=info.level, source=info.source,
+                chain=chain,
+                mechanism_type=info.mechanism_type,
+                handled=info.handled,
+                level=info.level,
+                source=info.source,
             )
         if not info.chain:
             return None
@@ -360,6 +372,7 @@ class Client:
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._queue.append(_STOP)
+            self._urgent = True
             self._wake.set()
             thread.join(max(0.0, deadline - time.monotonic()))
         self._thread = None
@@ -369,7 +382,8 @@ class Client:
         if leftover:
             self._queue.clear()
             self._drop(
-                "shutdown_timeout", f"{leftover} events not sent before the shutdown deadline",
+                "shutdown_timeout",
+                f"{leftover} events not sent before the shutdown deadline",
                 count=leftover,
             )
             ok = False
@@ -388,7 +402,13 @@ class Client:
             return None
         # Only the given properties: the context's tags describe events, not the person.
         return self._capture(
-            kind, {kind: dict(properties)}, distinct_id, None, None, None, None,
+            kind,
+            {kind: dict(properties)},
+            distinct_id,
+            None,
+            None,
+            None,
+            None,
             context=_NO_TAGS_CONTEXT,
         )
 
@@ -480,9 +500,7 @@ class Client:
         with self._start_lock:
             if self._thread is not None:
                 return
-            thread = threading.Thread(
-                target=self._run, name="posthog_logging.sender", daemon=True
-            )
+            thread = threading.Thread(target=self._run, name="posthog_logging.sender", daemon=True)
             try:
                 thread.start()
             except RuntimeError:
@@ -518,7 +536,8 @@ class Client:
         try:
             while True:
                 deadline = self._deadline
-                if deadline is not None and time.monotonic() >= deadline:
+                if self._gave_back or (deadline is not None and time.monotonic() >= deadline):
+                    self._gave_back = False
                     break
                 try:
                     item = queue.popleft()
@@ -617,6 +636,7 @@ class Client:
 
     def _requeue(self, batch: list[BuiltEvent]) -> int:
         self._queue.extendleft(reversed(batch))
+        self._gave_back = True  # tells _drain to stop until the deadline is over
         return 0
 
     def _give_up(self, batch: list[BuiltEvent], why: str, result: SendResult | None) -> int:
@@ -626,7 +646,10 @@ class Client:
             message = f"{len(batch)} events not sent before the flush/shutdown deadline"
         elif why == "retries":
             assert result is not None
-            message = f"{len(batch)} events not sent after {self.max_retries} retries: {result.describe()}"
+            message = (
+                f"{len(batch)} events not sent after {self.max_retries} retries: "
+                + result.describe()
+            )
         else:
             assert result is not None
             message = f"{len(batch)} events refused by {self.host}: {result.describe()}"
@@ -667,10 +690,8 @@ class Client:
             return marker.done.wait(max(0.0, deadline - time.monotonic()))
         finally:
             self._deadline = previous
-            try:
+            with contextlib.suppress(ValueError):
                 self._queue.remove(marker)
-            except ValueError:
-                pass
 
 
 class _NoTags:
@@ -696,10 +717,8 @@ def _check_positive(name: str, value: Any, integer: bool = False) -> None:
 def _shutdown_all() -> None:
     """The exit hook: flush every live client, each within its own shutdown_timeout."""
     for client in list(_clients):
-        try:
+        with contextlib.suppress(Exception):  # never fail interpreter exit
             client.shutdown()
-        except Exception:  # pragma: no cover - never fail interpreter exit
-            pass
 
 
 def _after_fork_in_child() -> None:

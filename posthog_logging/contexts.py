@@ -18,6 +18,7 @@ handed to a callback that the package installs (:func:`set_exception_hook`).
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import inspect
 import logging
@@ -112,29 +113,19 @@ def _replace_inside_context(what: str, **changes: Any) -> None:
 
 
 def _evolve(state: ContextState, **changes: Any) -> ContextState:
-    values = {
-        "distinct_id": state.distinct_id,
-        "session_id": state.session_id,
-        "tags": state.tags,
-        "capture_exceptions": state.capture_exceptions,
-        "depth": state.depth,
-    }
-    values.update(changes)
-    return ContextState(**values)
+    return dataclasses.replace(state, **changes)
 
 
 def identify_context(distinct_id: str) -> None:
     """Identify the current context (and the contexts it opens) with ``distinct_id``."""
-    if distinct_id is not None and not isinstance(distinct_id, str):
-        distinct_id = str(distinct_id)
-    _replace_inside_context("identify_context", distinct_id=distinct_id or None)
+    value = None if distinct_id is None else str(distinct_id)
+    _replace_inside_context("identify_context", distinct_id=value or None)
 
 
 def set_context_session(session_id: str) -> None:
     """Set the session id (sent as ``$session_id``) of the current context."""
-    if session_id is not None and not isinstance(session_id, str):
-        session_id = str(session_id)
-    _replace_inside_context("set_context_session", session_id=session_id or None)
+    value = None if session_id is None else str(session_id)
+    _replace_inside_context("set_context_session", session_id=value or None)
 
 
 def tag(name: str, value: Any) -> None:
@@ -145,7 +136,7 @@ def tag(name: str, value: Any) -> None:
     _replace_inside_context("tag", tags=MappingProxyType(tags))
 
 
-class new_context:  # noqa: N801 - a function-like name, as in the upstream API
+class new_context:
     """Open a context for the duration of a ``with`` block.
 
     ``fresh=True`` starts empty instead of inheriting identity, session and tags.
@@ -167,9 +158,7 @@ class new_context:  # noqa: N801 - a function-like name, as in the upstream API
             raise RuntimeError("this new_context() is already entered; make a new one")
         parent = _state.get()
         base = _ROOT if self._fresh else parent
-        state = _evolve(
-            base, capture_exceptions=self._capture_exceptions, depth=parent.depth + 1
-        )
+        state = _evolve(base, capture_exceptions=self._capture_exceptions, depth=parent.depth + 1)
         self._parent = parent
         self._token = _state.set(state)
         return self
@@ -205,10 +194,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def scoped(fresh: bool = False, capture_exceptions: bool = True) -> Callable[[F], F]:
     """Decorate a function so that each call runs in its own :class:`new_context`.
 
-    Use it as ``@scoped()`` (or bare ``@scoped``). Works on plain and ``async`` functions. Generator functions are refused with a
-    ``TypeError``: a generator runs in its consumer's context between ``yield``\\ s, so a
-    context opened around it would leak into the consumer. Open ``new_context()`` around
-    the loop that consumes it instead.
+    Use it as ``@scoped()`` (or bare ``@scoped``), on plain and ``async`` functions.
+    Generator functions are refused with a ``TypeError``: a generator runs in its
+    consumer's context between ``yield``\\ s, so a context opened around it would leak
+    into the consumer. Open ``new_context()`` around the loop that consumes it instead.
     """
 
     def decorate(fn: F) -> F:
@@ -235,6 +224,7 @@ def scoped(fresh: bool = False, capture_exceptions: bool = True) -> Callable[[F]
         return cast(F, wrapper)
 
     if callable(fresh):  # used bare, as @scoped
-        fn, fresh = fresh, False
-        return cast(Callable[[F], F], decorate(cast(F, fn)))
+        fn: Any = fresh
+        fresh = False
+        return cast(Callable[[F], F], decorate(fn))
     return decorate

@@ -200,7 +200,9 @@ class EventBuilder:
         payload = self._serialise(data)
         return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
 
-    def to_dict(self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH) -> dict[str, Any]:
+    def to_dict(
+        self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH
+    ) -> dict[str, Any]:
         """The event as the JSON-safe dict that goes on the wire."""
         context = pending.context
         props: dict[str, Any] = dict(self._defaults)
@@ -227,7 +229,9 @@ class EventBuilder:
         exc = pending.exception
         if exc is not None:
             clean["$exception_list"] = build_exception_list(
-                exc.chain, mechanism_type=exc.mechanism_type, handled=exc.handled,
+                exc.chain,
+                mechanism_type=exc.mechanism_type,
+                handled=exc.handled,
                 in_app=self._in_app,
             )
             if exc.level is not None:
@@ -293,8 +297,10 @@ class EventBuilder:
     def _checked_name(self, name: str) -> str:
         if len(name) > MAX_NAME_LENGTH:
             self._warn_once(
-                "name:" + name[:50], "event name %r... is over %d chars; truncated",
-                name[:50], MAX_NAME_LENGTH,
+                "name:" + name[:50],
+                "event name %r... is over %d chars; truncated",
+                name[:50],
+                MAX_NAME_LENGTH,
             )
             return name[:MAX_NAME_LENGTH]
         return name
@@ -307,8 +313,6 @@ class EventBuilder:
                 distinct_id,
             )
         if len(distinct_id) > MAX_NAME_LENGTH:
-            self._warn_once(
-                "idlen", "a distinct_id is over %d chars; truncated", MAX_NAME_LENGTH
-            )
+            self._warn_once("idlen", "a distinct_id is over %d chars; truncated", MAX_NAME_LENGTH)
             return distinct_id[:MAX_NAME_LENGTH]
         return distinct_id

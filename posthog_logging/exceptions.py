@@ -16,6 +16,7 @@ however many contexts it crosses and however many times it is logged.
 
 from __future__ import annotations
 
+import contextlib
 import linecache
 import logging
 import os
@@ -49,10 +50,8 @@ def mark_captured(exc: BaseException) -> bool:
     """Mark ``exc`` as captured. False if it already was (so: do not send it again)."""
     if getattr(exc, _CAPTURED_ATTR, False):
         return False
-    try:
+    with contextlib.suppress(Exception):  # a type with __slots__ and no __dict__
         setattr(exc, _CAPTURED_ATTR, True)
-    except Exception:  # an exception type with __slots__ and no __dict__
-        pass
     return True
 
 

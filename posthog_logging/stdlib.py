@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -53,7 +55,9 @@ def _level(value: int | str, name: str) -> int:
         level = logging.getLevelName(value.strip().upper())
         if isinstance(level, int):
             return level
-    raise ValueError(f"{name} must be a logging level (an int or a name like 'ERROR'), got {value!r}")
+    raise ValueError(
+        f"{name} must be a logging level (an int or a name like 'ERROR'), got {value!r}"
+    )
 
 
 def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -181,7 +185,7 @@ class PostHogHandler(logging.Handler):
             return False
         if in_library_code() or self._is_ignored(record.name):
             return False
-        result = self.filter(record)
+        result: Any = self.filter(record)
         if not result:
             return False
         if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap it
@@ -204,10 +208,8 @@ class PostHogHandler(logging.Handler):
             guard.busy = False
 
     def _client_or_none_drop(self, reason: str) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.client._drop(reason, "a log record could not be turned into an event")
-        except Exception:
-            pass
 
     def _emit(self, record: logging.LogRecord) -> None:
         d = record.__dict__
@@ -237,23 +239,32 @@ class PostHogHandler(logging.Handler):
         )
         exc_props = dict(properties or {})
         exc_props.update(
-            log_message=_message(record), logger_name=record.name,
+            log_message=_message(record),
+            logger_name=record.name,
             log_level=record.levelname.lower(),
         )
         stamped = d.get("posthog_exception")
         if stamped is not None:
             if stamped:
-                info = ExceptionInfo(stamped, info.mechanism_type, info.handled, info.level, info.source)
+                info = dataclasses.replace(info, chain=stamped)
                 client.capture_exception_info(
-                    None, info, exc_props, distinct_id=distinct_id,
-                    timestamp=record.created, context=context,
+                    None,
+                    info,
+                    exc_props,
+                    distinct_id=distinct_id,
+                    timestamp=record.created,
+                    context=context,
                 )
             return
         exc_info = record.exc_info
         if exc_info and exc_info[1] is not None:
             client.capture_exception_info(
-                exc_info[1], info, exc_props, distinct_id=distinct_id,
-                timestamp=record.created, context=context,
+                exc_info[1],
+                info,
+                exc_props,
+                distinct_id=distinct_id,
+                timestamp=record.created,
+                context=context,
             )
 
     @staticmethod

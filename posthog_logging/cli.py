@@ -1,0 +1,162 @@
+"""Command line: ``python -m posthog_logging {serve,events,demo}``.
+
+- ``serve`` runs the local PostHog-compatible server until interrupted;
+- ``events`` lists what it has stored;
+- ``demo`` starts a server on a free loopback port, runs a small application through
+  the logging bridge, and prints what arrived. No PostHog account, no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_events", "main"]
+
+DEFAULT_PORT = 8990
+
+
+def _short(value: Any, width: int) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _summary(event: dict[str, Any]) -> str:
+    props = event.get("properties") or {}
+    if event.get("event") == "$exception":
+        exceptions = props.get("$exception_list") or [{}]
+        first = exceptions[0]
+        text = f"{first.get('type')}: {first.get('value')}"
+        if len(exceptions) > 1:
+            text += f" (+{len(exceptions) - 1} chained)"
+        return text
+    shown = {
+        k: v
+        for k, v in props.items()
+        if not k.startswith("$") and k not in ("log_message", "logger_name", "log_level")
+    }
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+
+
+def format_events(events: Sequence[dict[str, Any]]) -> str:
+    """A readable table of stored events (time, event, person, session, what it says)."""
+    rows = [("time (UTC)", "event", "person", "session", "properties / exception")]
+    for e in events:
+        props = e.get("properties") or {}
+        stamp = str(e.get("timestamp") or "")
+        person = e.get("distinct_id")
+        if props.get("$process_person_profile") is False:
+            person = "(anonymous)"
+        rows.append(
+            (
+                stamp[11:23] if len(stamp) >= 23 else stamp,
+                _short(e.get("event"), 24),
+                _short(person, 16),
+                _short(props.get("$session_id"), 12),
+                _short(_summary(e), 70),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import LocalServer
+
+    server = LocalServer(args.host, args.port, data_dir=args.data_dir, quiet=not args.verbose)
+    print(f"posthog-logging local server on {server.url}", flush=True)
+    print(f"  data: {server.store.path}", flush=True)
+    print(
+        f"  send to it with POSTHOG_HOST={server.url} POSTHOG_API_KEY=phc_local "
+        "(any phc_ key is accepted)",
+        flush=True,
+    )
+    print("  list what arrived: python -m posthog_logging events   (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    from .server import EventStore
+
+    store = EventStore(args.data_dir)
+    try:
+        events = store.events(limit=args.limit, event=args.event, distinct_id=args.person)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(events, indent=2, ensure_ascii=False))
+    elif not events:
+        print(f"no events stored in {store.path}")
+    else:
+        print(format_events(events))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(data_dir=args.data_dir, port=args.port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m posthog_logging",
+        description="posthog-logging: a local PostHog-compatible server, and a demo.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="where events are stored (default: $POSTHOG_LOGGING_DATA_DIR, "
+            "else ~/.local/share/posthog-logging)",
+        )
+
+    serve = sub.add_parser("serve", help="run the local PostHog-compatible server")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="log each request")
+    data_dir_option(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    events = sub.add_parser("events", help="list the events the local server stored")
+    events.add_argument("--json", action="store_true", help="print them as JSON")
+    events.add_argument("--limit", type=int, default=50, help="the newest N (default 50)")
+    events.add_argument("--event", default=None, help="only events with this name")
+    events.add_argument("--person", default=None, help="only events of this distinct_id")
+    data_dir_option(events)
+    events.set_defaults(func=_cmd_events)
+
+    demo = sub.add_parser("demo", help="run the demo against an embedded local server")
+    demo.add_argument("--port", type=int, default=0, help="default: a free port")
+    data_dir_option(demo)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    started = time.monotonic()
+    status: int = args.func(args)
+    if args.command == "demo":
+        print(f"\n(demo took {time.monotonic() - started:.1f}s)", file=sys.stderr)
+    return status

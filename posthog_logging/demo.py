@@ -1,0 +1,143 @@
+"""The demo: a small application whose logging ends up in a local PostHog-compatible server.
+
+It shows the whole path with nothing but this package: ``dictConfig`` sets up a
+console handler and a :class:`~posthog_logging.PostHogHandler`; a "checkout" runs in a
+context with identity, session and tags; marked log records become events; a logged
+exception and an exception leaving a context become ``$exception`` events; ordinary
+log lines stay log lines. Then it prints what the server received.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from . import _default
+from .cli import format_events
+from .contexts import identify_context, new_context, set_context_session, tag
+from .events import uuid7
+from .server import LocalServer
+
+__all__ = ["run_demo"]
+
+DEMO_API_KEY = "phc_local_demo"
+
+log = logging.getLogger("demo.shop")
+
+
+class PaymentDeclined(Exception):
+    """The payment provider said no."""
+
+
+def _charge(amount: Decimal) -> None:
+    try:
+        raise ConnectionResetError("payment provider closed the connection")
+    except ConnectionResetError as exc:
+        raise PaymentDeclined(f"could not charge {amount} EUR") from exc
+
+
+def _send_receipt(order_id: str) -> None:
+    raise TimeoutError(f"mail server did not answer for order {order_id}")
+
+
+def shop_session(user_id: str, session_id: str) -> None:
+    """One visit to the shop: what a request handler in a real application would log."""
+    with new_context():
+        identify_context(user_id)
+        set_context_session(session_id)
+        tag("plan", "pro")
+        tag("request_id", "req_" + session_id[-6:])
+
+        log.info("page_viewed", extra={"event": True, "page": "/pricing"})
+        log.info("cart has %d items", 3)  # an ordinary log line: not an event
+        log.info(
+            "checkout started",
+            extra={
+                "event": "checkout_started",
+                "cart_value": Decimal("49.90"),
+                "items": 3,
+                "card_token": "tok_4242",
+            },  # secret-looking key: sent as [Filtered]
+        )
+        try:
+            _charge(Decimal("49.90"))
+        except PaymentDeclined:
+            log.exception("payment failed")  # -> $exception, with its cause chained
+
+        try:
+            with new_context():  # a background step in a nested context
+                tag("job", "send_receipt")
+                _send_receipt("ord_1001")  # leaves the context -> $exception, once
+        except TimeoutError:
+            log.warning("receipt not sent; will retry later")
+
+        log.info("checkout_completed", extra={"event": True, "order_id": "ord_1001"})
+
+
+def run_demo(data_dir: Path | None = None, port: int = 0) -> int:
+    """Run the demo end to end and print what arrived. Returns an exit status."""
+    started = time.time()
+    with LocalServer("127.0.0.1", port, data_dir=data_dir) as server:
+        print(f"local PostHog-compatible server on {server.url} (data: {server.store.path})\n")
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "filters": {"posthog_context": {"()": "posthog_logging.ContextFilter"}},
+                "formatters": {
+                    "console": {
+                        "format": "%(levelname)-7s %(name)s: %(message)s "
+                        "[person=%(posthog_distinct_id)s]"
+                    }
+                },
+                "handlers": {
+                    "console": {
+                        "class": "logging.StreamHandler",
+                        "formatter": "console",
+                        "filters": ["posthog_context"],
+                        "stream": "ext://sys.stdout",
+                    },
+                    "posthog": {
+                        "class": "posthog_logging.PostHogHandler",
+                        "api_key": DEMO_API_KEY,
+                        "host": server.url,
+                        "flush_interval": 0.2,
+                    },
+                },
+                "root": {"level": "INFO", "handlers": ["console", "posthog"]},
+            }
+        )
+        print("the application logs:")
+        session_id = uuid7()
+        shop_session("user_42", session_id)
+
+        client = _default.get_client()
+        client.flush(10)
+        stats = client.stats
+        try:
+            arrived = server.wait_for_events(stats.sent, timeout=10, since=started)
+        except TimeoutError as exc:
+            print(f"\n{exc}")
+            return 1
+
+        print(f"\nwhat PostHog received ({len(arrived)} events):\n")
+        print(format_events(arrived))
+        print(
+            f"\nsent {stats.sent}, dropped {stats.dropped_total}, failed {stats.failed}. "
+            f"Session {session_id}."
+        )
+        print(
+            "List them again: python -m posthog_logging events"
+            + (f" --data-dir {data_dir}" if data_dir else "")
+        )
+        logging.getLogger().handlers.clear()
+        _default.reset()
+    return 0 if stats.sent and not stats.failed else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(run_demo(Path(os.environ["POSTHOG_LOGGING_DATA_DIR"])))

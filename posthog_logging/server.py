@@ -1,0 +1,659 @@
+"""A small PostHog-compatible capture server for local development, demos and tests.
+
+`LocalServer` answers the routes PostHog's SDKs post events to (``/batch``, ``/capture``,
+``/e``, ``/track``, ``/i/v0/e``, ``/engage``) and validates each request the way PostHog's
+capture service does, with the same status codes: 400 for a malformed body or event (the whole
+request is refused), 401 for a missing or malformed project key, 413 for a body over 20 MB or an
+event over 1 MB. It is deliberately simple and strict, so that a client that works against it
+works against PostHog: there is no ingestion pipeline behind it and no person processing.
+
+Accepted events go to an `EventStore`, a SQLite file in the data directory, deduplicated on
+their ``uuid`` as PostHog does. The API key is checked, never stored and never logged::
+
+    with LocalServer(data_dir=tmp_path) as server:
+        requests.post(f"{server.url}/batch/", json={"api_key": "phc_...", "batch": [...]})
+        [event] = server.wait_for_events(1, event="$exception")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import pathlib
+import re
+import socket
+import socketserver
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter, deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_EVENT_BYTES",
+    "EventStore",
+    "LocalServer",
+    "RequestRecord",
+    "default_data_dir",
+]
+
+MAX_BODY_BYTES = 20 * 1024 * 1024
+"""Largest request body, after gzip, that PostHog accepts; a larger one is answered 413."""
+MAX_EVENT_BYTES = 1024 * 1024
+"""Largest single event, as compact JSON, that PostHog accepts; a larger one is answered 413."""
+
+_MAX_KEY_LENGTH = 64
+_CAPTURE_PATHS = frozenset({"/batch", "/capture", "/e", "/track", "/i/v0/e", "/engage"})
+_EVENT_KEY_FIELDS = ("token", "$token", "api_key")  # where a single event may carry the key
+_DISTINCT_ID_FIELDS = ("distinct_id", "$distinct_id")
+_UUID = re.compile(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}|[0-9a-f]{32}", re.I)
+# A body we refuse is still read and dropped, so that the client sees our answer rather than a
+# reset connection; past this size we answer and close instead.
+_DRAIN_LIMIT = 5 * MAX_BODY_BYTES
+_MAX_RECORDS = 1000
+_REDACTED_HEADERS = frozenset({"authorization", "cookie"})
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    distinct_id TEXT NOT NULL,
+    timestamp TEXT,
+    properties TEXT NOT NULL,
+    received_at REAL NOT NULL
+)
+"""
+
+
+def default_data_dir() -> pathlib.Path:
+    """Where the local server keeps its data when no directory is given.
+
+    ``$POSTHOG_LOGGING_DATA_DIR`` if set, else ``$XDG_DATA_HOME/posthog-logging``, else
+    ``~/.local/share/posthog-logging``. Empty variables count as unset.
+    """
+    if explicit := os.environ.get("POSTHOG_LOGGING_DATA_DIR"):
+        return pathlib.Path(explicit).expanduser()
+    if xdg := os.environ.get("XDG_DATA_HOME"):
+        return pathlib.Path(xdg).expanduser() / "posthog-logging"
+    return pathlib.Path.home() / ".local" / "share" / "posthog-logging"
+
+
+class EventStore:
+    """Accepted events in ``events.sqlite3`` under a data directory, safe to share between threads.
+
+    The directory is created (mode 0700) if missing. Events are deduplicated on ``uuid``.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        directory = pathlib.Path(data_dir) if data_dir is not None else default_data_dir()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = directory / "events.sqlite3"
+        """The SQLite file."""
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False)
+        with self._lock, self._conn:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(_SCHEMA)
+
+    def add(self, events: list[dict[str, Any]]) -> int:
+        """Store *events* (keys ``event``, ``distinct_id``, optional ``uuid``, ``timestamp``,
+        ``properties``) and return how many were new; an event without a uuid gets one."""
+        received_at = time.time()
+        rows = [
+            (
+                str(event.get("uuid") or uuid.uuid4()),
+                event["event"],
+                event["distinct_id"],
+                event.get("timestamp"),
+                json.dumps(event.get("properties") or {}),
+                received_at,
+            )
+            for event in events
+        ]
+        with self._lock, self._conn:
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO events"
+                " (uuid, event, distinct_id, timestamp, properties, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self._conn.total_changes - before
+
+    def events(
+        self,
+        limit: int | None = None,
+        *,
+        event: str | None = None,
+        distinct_id: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored events matching the filters, oldest first; with *limit*, only the newest ones.
+
+        *since* is an epoch time compared with each event's ``received_at``.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be None or >= 0, not {limit!r}")
+        filters = {"event = ?": event, "distinct_id = ?": distinct_id, "received_at >= ?": since}
+        clauses = [clause for clause, value in filters.items() if value is not None]
+        params: list[Any] = [value for value in filters.values() if value is not None]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            "SELECT uuid, event, distinct_id, timestamp, properties, received_at"
+            f" FROM events{where} ORDER BY seq DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
+        names = ("uuid", "event", "distinct_id", "timestamp", "properties", "received_at")
+        found = [dict(zip(names, row, strict=True)) for row in reversed(rows)]
+        for item in found:
+            item["properties"] = json.loads(item["properties"])
+        return found
+
+    def count(self) -> int:
+        """How many events are stored."""
+        with self._lock:
+            (total,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
+        return int(total)
+
+    def clear(self) -> None:
+        """Delete every stored event."""
+        with self._lock, self._conn:
+            self._conn.execute("DELETE FROM events")
+
+    def close(self) -> None:
+        """Close the database; the store cannot be used afterwards."""
+        with self._lock:
+            self._conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request the server answered. Header names are lower-case; credentials are redacted."""
+
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str]
+    body_size: int
+    """Bytes of body as received (before gunzip)."""
+    gzipped: bool
+    event_count: int
+    """Events in the body when it could be decoded, whether or not they were accepted."""
+
+
+class _Rejection(Exception):
+    """A request we refuse, with PostHog's status code. Details never quote the key."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+    def body(self) -> bytes:
+        reply = {"type": "validation_error", "code": self.code, "detail": self.detail}
+        return json.dumps(reply).encode()
+
+
+def _invalid(detail: str) -> _Rejection:
+    return _Rejection(400, "invalid_payload", detail)
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python accepts NaN and Infinity; PostHog does not
+
+
+def _decode(body: bytes, gzipped: bool) -> Any:
+    if not body:
+        raise _invalid("the request body is empty")
+    if gzipped:
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(body)) as unzipped:
+                body = unzipped.read(MAX_BODY_BYTES + 1)  # bounded: a small body may expand a lot
+        except (OSError, EOFError, zlib.error):
+            raise _invalid("the body is not valid gzip") from None
+        if len(body) > MAX_BODY_BYTES:
+            raise _Rejection(413, "payload_too_large", "the body is over 20 MB once gunzipped")
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        raise _invalid("the body is not valid UTF-8 JSON") from None
+
+
+def _split(payload: Any) -> tuple[Any, list[Any]]:
+    """The request-level key (None when the events carry it) and the events, for each shape."""
+    if isinstance(payload, list):
+        return None, payload
+    if not isinstance(payload, dict):
+        raise _invalid("the body is neither a JSON object nor a list of events")
+    if "batch" not in payload:
+        return None, [payload]
+    if not isinstance(payload["batch"], list):
+        raise _invalid("'batch' is not a list")
+    key = payload.get("api_key")
+    return (key if key is not None else payload.get("token")), payload["batch"]
+
+
+def _event_key(event: Any) -> Any:
+    if not isinstance(event, dict):
+        return None
+    for name in _EVENT_KEY_FIELDS:
+        if event.get(name) is not None:
+            return event[name]
+    properties = event.get("properties")
+    if isinstance(properties, dict) and isinstance(properties.get("token"), str):
+        return properties["token"]
+    return None
+
+
+def _check_key(top_level_key: Any, events: list[Any]) -> None:
+    keys = [top_level_key] if top_level_key is not None else [_event_key(e) for e in events]
+    keys = [key for key in keys if key is not None]
+    if not keys:
+        raise _Rejection(401, "missing_api_key", "no API key: send the project key as 'api_key'")
+    if not all(isinstance(key, str) for key in keys):
+        raise _Rejection(401, "invalid_api_key", "the API key is not a string")
+    if len(set(keys)) > 1:
+        raise _invalid("the events carry different API keys")
+    key: str = keys[0]
+    if not key:
+        raise _Rejection(401, "invalid_api_key", "the API key is empty")
+    if len(key) > _MAX_KEY_LENGTH:
+        raise _Rejection(401, "invalid_api_key", "the API key is over 64 characters")
+    if not key.isascii() or "\0" in key:
+        raise _Rejection(401, "invalid_api_key", "the API key holds non-ASCII or NUL characters")
+    if key.startswith("phx_"):
+        raise _Rejection(
+            401, "invalid_api_key", "a personal API key cannot capture: use the project key"
+        )
+
+
+def _event_uuid(value: Any, where: str) -> str | None:
+    if value is None or value == "":  # PostHog generates one for both
+        return None
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise _invalid(f"{where}: 'uuid' is not a valid UUID")
+    return str(uuid.UUID(value))
+
+
+def _validate(index: int, raw: Any) -> dict[str, Any]:
+    """Check one event as PostHog does and return it in the store's form, without the key."""
+    where = f"event {index}"
+    if not isinstance(raw, dict):
+        raise _invalid(f"{where} is not a JSON object")
+    name = raw.get("event")
+    if not isinstance(name, str) or not name:
+        raise _invalid(f"{where} has no 'event' name (a non-empty string)")
+    properties = raw.get("properties", {})
+    if not isinstance(properties, dict):
+        raise _invalid(f"{where}: 'properties' is not an object")
+    candidates = [raw.get(field) for field in _DISTINCT_ID_FIELDS] + [properties.get("distinct_id")]
+    found = next((value for value in candidates if value is not None), None)
+    distinct_id = found if isinstance(found, str) or found is None else _compact_json(found)
+    if not distinct_id:
+        raise _invalid(f"{where} has no 'distinct_id'")
+    event_uuid = _event_uuid(raw.get("uuid"), where)
+    timestamp = raw.get("timestamp")
+    if timestamp is not None and not isinstance(timestamp, str):
+        raise _invalid(f"{where}: 'timestamp' is not a string")
+    try:
+        size = len(_compact_json(raw).encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        raise _invalid(f"{where} holds a string that is not valid Unicode") from None
+    if size > MAX_EVENT_BYTES:
+        raise _Rejection(413, "event_too_large", f"{where} is over 1 MB")
+    stored = {key: value for key, value in properties.items() if key != "token"}
+    for field in ("$set", "$set_once"):  # PostHog folds top-level person updates into properties
+        if field in raw and field not in stored:
+            stored[field] = raw[field]
+    return {
+        "uuid": event_uuid,
+        "event": name,
+        "distinct_id": distinct_id,
+        "timestamp": timestamp,
+        "properties": stored,
+    }
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], owner: LocalServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind also resolves the host's FQDN, which can take seconds.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if self.owner._stopped or isinstance(sys.exc_info()[1], OSError):
+            return  # the client went away, or we are closing its connection
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server_version = "posthog-logging-local"
+    timeout = 60  # seconds an idle or stalled connection is kept
+    disable_nagle_algorithm = True  # else headers and body, written apart, wait on delayed ACKs
+    server: _HTTPServer
+    _body_size = 0  # bytes of the current request's body read so far
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        self.server.owner._track(self.connection, add=False)
+        super().finish()
+
+    def do_GET(self) -> None:
+        if self._route() != "/":
+            return self._refuse()
+        self._drain(self._content_length() or 0)
+        text = b"posthog-logging local capture server: POST events to /batch/\n"
+        self._answer(200, text, "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:
+        if self._route() not in _CAPTURE_PATHS:
+            return self._refuse()
+        gzipped, count = False, 0
+        try:
+            body = self._read_body()
+            encoding = self.headers.get("Content-Encoding", "").strip().lower()
+            gzipped = encoding == "gzip" or body.startswith(b"\x1f\x8b")
+            key, raw_events = _split(_decode(body, gzipped))
+            count = len(raw_events)
+            _check_key(key, raw_events)
+            if not raw_events:
+                raise _invalid("the batch is empty")
+            self.server.owner.store.add([_validate(i, e) for i, e in enumerate(raw_events)])
+        except _Rejection as rejection:
+            status, data = rejection.status, rejection.body()
+        else:
+            status, data = 200, b'{"status": 1}'
+        self._answer(status, data, "application/json", gzipped, count)
+
+    def _refuse(self) -> None:
+        """Answer 405 on a capture route, 404 elsewhere."""
+        route = self._route()
+        status, code = (
+            (405, "method_not_allowed") if route in _CAPTURE_PATHS else (404, "not_found")
+        )
+        self._drain(self._content_length() or 0)
+        detail = f"{self.command} {route} is not served here: POST events to /batch/"
+        self._answer(status, _Rejection(status, code, detail).body(), "application/json")
+
+    do_PUT = do_PATCH = do_DELETE = _refuse
+
+    def _route(self) -> str:
+        return urlsplit(self.path).path.rstrip("/") or "/"
+
+    def _content_length(self) -> int | None:
+        """The declared body length, or None (closing the connection when a body may follow)."""
+        header = self.headers.get("Content-Length", "").strip()
+        if header.isascii() and header.isdigit():
+            return int(header)
+        if header or "Transfer-Encoding" in self.headers:
+            self.close_connection = True  # where the body ends is unknown to us
+        return None
+
+    def _read_body(self) -> bytes:
+        self._body_size = 0
+        length = self._content_length()
+        if length is None:
+            self.close_connection = True
+            raise _Rejection(411, "length_required", "send a valid Content-Length header")
+        if length > MAX_BODY_BYTES:
+            self._drain(length)
+            raise _Rejection(413, "payload_too_large", "the body is over 20 MB")
+        body = self.rfile.read(length)
+        self._body_size = len(body)
+        if len(body) < length:
+            self.close_connection = True
+        return body
+
+    def _drain(self, length: int) -> None:
+        """Read and drop a body we will not use."""
+        self._body_size = 0
+        if length > _DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        while self._body_size < length and (
+            chunk := self.rfile.read(min(length - self._body_size, 1 << 16))
+        ):
+            self._body_size += len(chunk)
+
+    def _answer(
+        self, status: int, body: bytes, content_type: str, gzipped: bool = False, events: int = 0
+    ) -> None:
+        headers = {
+            name.lower(): "[redacted]" if name.lower() in _REDACTED_HEADERS else value
+            for name, value in self.headers.items()
+        }
+        path = urlsplit(self.path).path
+        size = self._body_size
+        record = RequestRecord(self.command, path, status, headers, size, gzipped, events)
+        self.server.owner._record(record)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 405:
+            self.send_header("Allow", "POST")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The default line repeats the raw request line; log the path without its query.
+        status = int(code) if isinstance(code, int) else code  # HTTPStatus prints as its name
+        self.log_message('"%s %s" %s', self.command, urlsplit(self.path).path, status)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.server.owner.quiet:
+            super().log_message(format, *args)
+
+
+class LocalServer:
+    """A PostHog-compatible capture server on a local port, for development, demos and tests.
+
+    The socket is bound on construction (``port=0`` picks a free port); `start` serves on a
+    background thread, `serve_forever` in the foreground. Events go to *store*, or to an
+    `EventStore` opened in *data_dir* (see `default_data_dir`), which `stop` then closes.
+    With ``quiet=False`` each request is logged to stderr, without its key.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        store: EventStore | None = None,
+        quiet: bool = True,
+    ) -> None:
+        if store is not None and data_dir is not None:
+            raise ValueError("pass data_dir or store, not both: a store has its own directory")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 (any free port) and 65535, not {port!r}")
+        self.quiet = quiet
+        self._owns_store = store is None
+        self._store = store if store is not None else EventStore(data_dir)
+        self._lock = threading.Lock()
+        self._records: deque[RequestRecord] = deque(maxlen=_MAX_RECORDS)
+        self._connections: set[socket.socket] = set()
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        self._stopped = False
+        try:
+            self._httpd = _HTTPServer((host, port), self)
+        except BaseException:
+            if self._owns_store:
+                self._store.close()
+            raise
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return str(self._httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the one picked when created with ``port=0``)."""
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL to give a client as its host, e.g. ``http://127.0.0.1:54321``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def store(self) -> EventStore:
+        """Where accepted events are kept."""
+        return self._store
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """The last 1000 requests answered, oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    def start(self) -> LocalServer:
+        """Serve on a background daemon thread and return at once (the socket is listening)."""
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("this LocalServer was stopped; create a new one")
+            if self._serving:
+                return self
+            self._serving = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"posthog-logging-server-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until `stop` is called from another one or Ctrl-C."""
+        with self._lock:
+            if self._stopped or self._serving:
+                raise RuntimeError("this LocalServer is already serving or was stopped")
+            self._serving = True
+        try:
+            self._httpd.serve_forever(poll_interval=0.05)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and open connections, and close an owned store.
+
+        Calling it again does nothing.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            serving = self._serving
+        if serving:
+            self._httpd.shutdown()  # returns once serve_forever has
+        self._httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:  # idle keep-alive connections would be served on
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if self._owns_store:
+            self._store.close()
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def events(
+        self,
+        limit: int | None = None,
+        *,
+        event: str | None = None,
+        distinct_id: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored events, as `EventStore.events`."""
+        return self._store.events(limit, event=event, distinct_id=distinct_id, since=since)
+
+    def wait_for_events(
+        self,
+        n: int,
+        timeout: float = 10.0,
+        *,
+        event: str | None = None,
+        distinct_id: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Wait until at least *n* stored events match the filters and return all that match.
+
+        Raises `TimeoutError`, saying how many arrived and what the server answered, when
+        *timeout* seconds pass first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(event=event, distinct_id=distinct_id, since=since)
+            if len(found) >= n or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        if len(found) >= n:
+            return found
+        filters = {"event": event, "distinct_id": distinct_id, "since": since}
+        wanted = ", ".join(f"{k}={v!r}" for k, v in filters.items() if v is not None)
+        statuses = Counter(record.status for record in self.requests)
+        answered = ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items()))
+        raise TimeoutError(
+            f"waited {timeout:g}s for {n} event(s){f' matching {wanted}' if wanted else ''}:"
+            f" {len(found)} arrived; requests answered: {answered or 'none'}"
+        )
+
+    def clear(self) -> None:
+        """Forget every stored event and recorded request."""
+        self._store.clear()
+        with self._lock:
+            self._records.clear()
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    def _track(self, connection: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)

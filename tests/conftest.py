@@ -1,0 +1,89 @@
+"""Shared fixtures: a real local server on loopback, clients pointed at it, clean state.
+
+Every test starts with no default client, no module-level configuration, the root
+logger as pytest left it, and no context; so test order never matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import posthog_logging
+from posthog_logging import _default
+from posthog_logging.client import Client
+from posthog_logging.server import LocalServer
+from posthog_logging.stdlib import PostHogHandler
+
+API_KEY = "phc_test_key_0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No environment configuration, no default client, module attributes reset."""
+    for name in ("POSTHOG_API_KEY", "POSTHOG_PROJECT_API_KEY", "POSTHOG_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    _default.reset()
+    yield
+    _default.reset()
+    for attr, value in (("api_key", None), ("host", None), ("debug", False), ("disabled", False)):
+        setattr(posthog_logging, attr, value)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("posthog_logging").setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def server(tmp_path: Any) -> Iterator[LocalServer]:
+    """The package's own PostHog-compatible server, on a free loopback port."""
+    with LocalServer("127.0.0.1", 0, data_dir=tmp_path / "server") as srv:
+        yield srv
+
+
+@pytest.fixture
+def make_client(server: LocalServer) -> Iterator[Callable[..., Client]]:
+    """Build clients that send to ``server`` quickly; all are shut down afterwards."""
+    made: list[Client] = []
+
+    def make(**options: Any) -> Client:
+        options.setdefault("api_key", API_KEY)
+        options.setdefault("host", server.url)
+        options.setdefault("flush_interval", 0.05)
+        client = Client(**options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.shutdown(timeout=2)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., Client]) -> Client:
+    """A client sending to the local server."""
+    return make_client()
+
+
+@pytest.fixture
+def default_client(server: LocalServer) -> Client:
+    """The module-level default client, configured to send to ``server``."""
+    return posthog_logging.configure(api_key=API_KEY, host=server.url, flush_interval=0.05)
+
+
+@pytest.fixture
+def logger(client: Client) -> Iterator[logging.Logger]:
+    """A uniquely named logger whose records go to a PostHogHandler on ``client``."""
+    log = logging.getLogger(f"test.{uuid.uuid4().hex[:8]}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    handler = PostHogHandler(client=client)
+    log.addHandler(handler)
+    yield log
+    log.removeHandler(handler)
+    handler.close()
