@@ -58,7 +58,7 @@ def format_events(events: Sequence[dict[str, Any]]) -> str:
                 _short(e.get("event"), 24),
                 _short(person, 16),
                 _short(props.get("$session_id"), 12),
-                _short(_summary(e), 70),
+                _short(_summary(e), 96),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -1,0 +1,124 @@
+"""The command line: serve, events and demo, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from posthog_logging import Client
+
+from .conftest import API_KEY
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "posthog_logging", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`python -m posthog_logging serve` running in a subprocess."""
+    port = free_port()
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "posthog_logging",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"serve did not start: {proc.communicate()}") from None
+            time.sleep(0.05)
+    yield url, data
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class TestServeAndEvents:
+    def test_round_trip(self, served: tuple[str, Path]) -> None:
+        """Events sent to `serve` are listed by `events`, as a table and as JSON."""
+        url, data = served
+        client = Client(API_KEY, host=url, sync_mode=True)
+        client.capture("cli_checked", {"plan": "pro"}, distinct_id="user_9")
+        client.shutdown()
+
+        table = cli("events", "--data-dir", str(data))
+        assert table.returncode == 0
+        assert "cli_checked" in table.stdout and "user_9" in table.stdout
+
+        as_json = cli("events", "--json", "--limit", "5", "--data-dir", str(data))
+        [event] = json.loads(as_json.stdout)
+        assert event["event"] == "cli_checked"
+        assert event["properties"]["plan"] == "pro"
+
+    def test_events_when_empty(self, tmp_path: Path) -> None:
+        """`events` on an empty data dir says so."""
+        result = cli("events", "--data-dir", str(tmp_path))
+        assert result.returncode == 0
+        assert "no events" in result.stdout
+
+
+class TestDemo:
+    def test_demo(self, tmp_path: Path) -> None:
+        """The demo runs offline, and prints the events and exceptions that arrived."""
+        env = dict(os.environ)
+        env.pop("POSTHOG_API_KEY", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "posthog_logging", "demo", "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        for expected in (
+            "page_viewed",
+            "checkout_started",
+            "checkout_completed",
+            "PaymentDeclined: could not charge 49.90 EUR (+1 chained)",
+            "TimeoutError: mail server did not answer",
+            "user_42",
+            '"[Filtered]"',
+            "sent 5, dropped 0, failed 0",
+        ):
+            assert expected in out
+        assert "cart has 3 items" in out  # an ordinary line: logged...
+        assert "what PostHog received (5 events)" in out  # ...but not an event

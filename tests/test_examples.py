@@ -1,0 +1,104 @@
+"""The scripts in examples/ run as documented and their events reach the server."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from posthog_logging.server import LocalServer
+
+from .conftest import API_KEY
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, server: LocalServer) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, POSTHOG_API_KEY=API_KEY, POSTHOG_HOST=server.url)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), EXAMPLES / name)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestScripts:
+    def test_plain_logging(self, server: LocalServer) -> None:
+        """plain_logging.py sends its two events and the logged exception, for user_1."""
+        run_example("plain_logging.py", server)
+        events = server.wait_for_events(3)
+        assert sorted(e["event"] for e in events) == [
+            "$exception",
+            "import_finished",
+            "import_started",
+        ]
+        assert {e["distinct_id"] for e in events} == {"user_1"}
+        assert all(e["properties"]["source"] == "csv" for e in events)
+
+    def test_dict_config(self, server: LocalServer) -> None:
+        """dict_config.py sends its event and exception with identity and session."""
+        proc = run_example("dict_config.py", server)
+        events = server.wait_for_events(2)
+        assert sorted(e["event"] for e in events) == ["$exception", "report_exported"]
+        assert {e["properties"]["$session_id"] for e in events} == {
+            "0190b9a0-0000-7000-8000-000000000001"
+        }
+        assert "[user_2]" in proc.stderr  # ContextFilter stamped the console lines
+
+
+class TestFlaskApp:
+    @pytest.fixture
+    def app_client(self, default_client: object) -> object:
+        module = load("flask_app.py")
+        root = logging.getLogger()
+        handler = module.posthog.PostHogHandler()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        yield module.app.test_client()
+        root.removeHandler(handler)
+
+    def test_requests_are_isolated(self, app_client: object, server: LocalServer) -> None:
+        """Each request's events carry its own user and request id, never another's."""
+        for user in ("alice", "bob"):
+            response = app_client.get(  # type: ignore[attr-defined]
+                "/checkout/7", headers={"X-User-Id": user, "X-Request-ID": f"req-{user}"}
+            )
+            assert response.status_code == 200
+        import posthog_logging
+
+        assert posthog_logging.flush(5)
+        events = server.wait_for_events(2, event="checkout_viewed")
+        assert {(e["distinct_id"], e["properties"]["request_id"]) for e in events} == {
+            ("alice", "req-alice"),
+            ("bob", "req-bob"),
+        }
+
+    def test_view_error_captured_once(self, app_client: object, server: LocalServer) -> None:
+        """An error in a view is sent once, as the requesting user's $exception."""
+        response = app_client.get("/fail", headers={"X-User-Id": "carol"})  # type: ignore[attr-defined]
+        assert response.status_code == 500
+        import posthog_logging
+
+        assert posthog_logging.flush(5)
+        [event] = server.wait_for_events(1, event="$exception")
+        assert event["distinct_id"] == "carol"
+        assert event["properties"]["$request_path"] == "/fail"
+        assert event["properties"]["$exception_list"][0]["value"] == "the view failed"
+        assert len(server.events(event="$exception")) == 1
