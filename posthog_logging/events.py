@@ -278,11 +278,23 @@ class EventBuilder:
             payload = dumps(data)
         if len(payload) <= MAX_EVENT_BYTES:
             return payload
-        # Too big: cut long strings harder before giving up on the event.
+        # Too big: cut long strings harder, then trim stack frames, before giving up.
         shrunk = to_jsonable(data, max_string_length=1024)
         payload = dumps(shrunk)
         if len(payload) <= MAX_EVENT_BYTES:
             return payload
+        exceptions = shrunk.get("properties", {}).get("$exception_list")
+        if isinstance(exceptions, list):
+            del exceptions[8:]
+            for entry in exceptions:
+                frames = entry.get("stacktrace", {}).get("frames", [])
+                del frames[: max(0, len(frames) - 10)]  # keep the 10 nearest the raise site
+                for frame in frames:
+                    frame.pop("pre_context", None)
+                    frame.pop("post_context", None)
+            payload = dumps(shrunk)
+            if len(payload) <= MAX_EVENT_BYTES:
+                return payload
         raise DroppedEvent(
             "too_large",
             f"event {data.get('event')!r} is {len(payload)} bytes serialised, over PostHog's "

@@ -65,6 +65,7 @@ MAX_STRING_LENGTH = 65_536
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000
 
+_INT_RANGE = 2**64
 _encoder = JsonEncoder()
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
@@ -108,9 +109,22 @@ def _truncate(text: str, limit: int) -> str:
     return text[:limit] + f"...[truncated {len(text) - limit} chars]"
 
 
+def _huge_int(value: int) -> str:
+    """Integers beyond 64 bits: as text (PostHog would read them as lossy floats).
+
+    Past Python's limit on int-to-decimal conversion (4,300 digits), as hex.
+    """
+    try:
+        return str(value)
+    except ValueError:
+        return hex(value)
+
+
 def _key(key: Any) -> str:
     if isinstance(key, str):
         return key
+    if type(key) is int:
+        return str(key) if -_INT_RANGE <= key < _INT_RANGE else _huge_int(key)
     if key is None or isinstance(key, (bool, int, float)):
         return json.dumps(key) if not isinstance(key, float) or math.isfinite(key) else str(key)
     return _safe_str(key)
@@ -156,7 +170,7 @@ def _convert(value: Any, redactor: Redactor, limit: int, depth: int, path: set[i
     if cls is str:
         return value if len(value) <= limit else _truncate(value, limit)
     if cls is int:
-        return value
+        return value if -_INT_RANGE <= value < _INT_RANGE else _huge_int(value)
     if cls is float:
         return value if math.isfinite(value) else _nonfinite(value)
     if depth <= 0:
@@ -171,7 +185,9 @@ def _convert(value: Any, redactor: Redactor, limit: int, depth: int, path: set[i
         if isinstance(value, enum.Enum):
             return _convert(value.value, redactor, limit, depth - 1, path)
         if isinstance(value, int):  # bool and other int subclasses
-            return bool(value) if isinstance(value, bool) else int(value)
+            if isinstance(value, bool):
+                return bool(value)
+            return _convert(int(value), redactor, limit, depth, path)
         if isinstance(value, float):
             return _convert(float(value), redactor, limit, depth, path)
         if isinstance(value, decimal.Decimal):
