@@ -185,6 +185,8 @@ class Client:
                 "nothing will be sent"
             )
         self._reset_state()
+        if self.api_key is None and not disabled:
+            self._last_warning["no_api_key"] = time.monotonic()  # warned just above
         _clients.add(self)
 
     # -- state, fork -----------------------------------------------------------------

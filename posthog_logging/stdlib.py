@@ -40,6 +40,7 @@ _STAMPS = frozenset(
         "posthog_tags",
         "posthog_exception",
         "posthog_event_name",
+        "posthog_message",
         "taskName",
     }
 )
@@ -112,7 +113,11 @@ class ContextFilter(logging.Filter):
             and "posthog_exception" not in d
         ):
             exc = exc_info[1]
-            d["posthog_exception"] = snapshot_exception(exc) if mark_captured(exc) else ()
+            if mark_captured(exc):
+                d["posthog_exception"] = snapshot_exception(exc)
+                d["posthog_message"] = _message(record)  # QueueHandler adds the traceback
+            else:
+                d["posthog_exception"] = ()
         return True
 
 
@@ -142,22 +147,28 @@ class PostHogHandler(logging.Handler):
         ignore_loggers: Iterable[str] | str | None = DEFAULT_IGNORED_LOGGERS,
         **client_options: Any,
     ) -> None:
-        super().__init__(level)
+        # Validate and build everything before Handler.__init__ registers the handler
+        # with logging: a half-built handler would break logging.shutdown() later.
         if not isinstance(event_key, str) or not event_key:
             raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
-        self.event_key = event_key
-        self.exception_level = _level(exception_level, "exception_level")
-        self.ignore_loggers = _names(ignore_loggers)
-        self._ignored: dict[str, bool] = {}
-        self._guard = threading.local()
-        self._owns_client = False
         if client is not None and (api_key or host or client_options):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
-        if client is None and (api_key or host or client_options):
+        exception_level = _level(exception_level, "exception_level")
+        ignored = _names(ignore_loggers)
+        owns_client = client is None and bool(api_key or host or client_options)
+        if owns_client:
             client = Client(api_key, host, **client_options)
-            self._owns_client = True
-            _default.adopt(client)
+        super().__init__(level)
+        self.event_key = event_key
+        self.exception_level = exception_level
+        self.ignore_loggers = ignored
+        self._ignored: dict[str, bool] = {}
+        self._guard = threading.local()
+        self._owns_client = owns_client
         self._client = client
+        if owns_client:
+            assert client is not None
+            _default.adopt(client)
 
     @property
     def client(self) -> Client:
@@ -239,7 +250,7 @@ class PostHogHandler(logging.Handler):
         )
         exc_props = dict(properties or {})
         exc_props.update(
-            log_message=_message(record),
+            log_message=d.get("posthog_message") or _message(record),
             logger_name=record.name,
             log_level=record.levelname.lower(),
         )
