@@ -117,9 +117,11 @@ def set_once(properties: Mapping[str, Any], *, distinct_id: Any = None) -> str |
 
 def flush(timeout: float | None = None) -> bool:
     """Send what the default client has queued. See :meth:`Client.flush`."""
-    return _default.get_client().flush(timeout)
+    client = _default.existing()
+    return True if client is None else client.flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:
     """Flush and stop the default client. See :meth:`Client.shutdown`."""
-    return _default.get_client().shutdown(timeout)
+    client = _default.existing()
+    return True if client is None else client.shutdown(timeout)

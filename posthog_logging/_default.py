@@ -48,6 +48,11 @@ def get_client() -> Client:
     return client
 
 
+def existing() -> Client | None:
+    """The default client if one was built, without building one."""
+    return _configured or _lazy
+
+
 def configure(**options: Any) -> Client:
     """Replace the default client with ``Client(**options)``; the old one is shut down."""
     global _configured

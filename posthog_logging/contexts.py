@@ -171,7 +171,9 @@ class new_context:
     ) -> None:
         if self._token is None:
             return
-        if exc is not None and self._capture_exceptions and _exception_hook is not None:
+        # Only errors: KeyboardInterrupt, SystemExit and task cancellation are control
+        # flow, not bugs, and would flood error tracking at every Ctrl-C or timeout.
+        if isinstance(exc, Exception) and self._capture_exceptions and _exception_hook is not None:
             # Captured while the context is still current, so the event carries it.
             try:
                 _exception_hook(exc)

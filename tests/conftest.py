@@ -7,11 +7,13 @@ logger as pytest left it, and no context; so test order never matters.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import posthog_logging
 from posthog_logging import _default
@@ -20,6 +22,12 @@ from posthog_logging.server import LocalServer
 from posthog_logging.stdlib import PostHogHandler
 
 API_KEY = "phc_test_key_0123456789"
+
+# Property-based tests: a fixed budget by default, a long run on demand
+# (HYPOTHESIS_PROFILE=long).
+settings.register_profile("default", max_examples=150, deadline=None)
+settings.register_profile("long", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
@@ -71,9 +79,10 @@ def client(make_client: Callable[..., Client]) -> Client:
 
 
 @pytest.fixture
-def default_client(server: LocalServer) -> Client:
+def default_client(server: LocalServer) -> Iterator[Client]:
     """The module-level default client, configured to send to ``server``."""
-    return posthog_logging.configure(api_key=API_KEY, host=server.url, flush_interval=0.05)
+    yield posthog_logging.configure(api_key=API_KEY, host=server.url, flush_interval=0.05)
+    _default.reset()  # while the server still runs: nothing waits for a deadline
 
 
 @pytest.fixture

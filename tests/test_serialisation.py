@@ -446,7 +446,7 @@ _values = st.recursive(
 
 
 class TestProperty:
-    @settings(max_examples=200, deadline=None)
+    @settings(deadline=None)
     @given(value=_values)
     def test_any_value_becomes_valid_json(self, value: Any) -> None:
         """For arbitrary nested values, to_jsonable never raises and dumps gives valid JSON."""
@@ -454,7 +454,7 @@ class TestProperty:
         strict_json(converted)
         json.loads(dumps(converted).decode("utf-8"))
 
-    @settings(max_examples=100, deadline=None)
+    @settings(deadline=None)
     @given(value=_values)
     def test_conversion_is_stable(self, value: Any) -> None:
         """Converting already converted data changes nothing."""
