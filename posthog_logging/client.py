@@ -20,6 +20,7 @@ import os
 import random
 import threading
 import time
+import uuid as uuid_module
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -264,6 +265,14 @@ class Client:
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
+        if timestamp is not None and (
+            isinstance(timestamp, bool) or not isinstance(timestamp, (dt.datetime, int, float))
+        ):
+            raise TypeError(
+                f"timestamp must be a datetime or epoch seconds, got {type(timestamp).__name__}"
+            )
+        if uuid is not None:
+            uuid = _checked_uuid(uuid)
         return self._capture(
             event,
             dict(properties) if properties else None,
@@ -378,8 +387,9 @@ class Client:
             self._wake.set()
             thread.join(max(0.0, deadline - time.monotonic()))
         self._thread = None
+        # list() copies the deque in one step: the sender may still be touching it.
         leftover = self._in_flight + sum(
-            1 for item in self._queue if isinstance(item, (PendingEvent, BuiltEvent))
+            1 for item in list(self._queue) if isinstance(item, (PendingEvent, BuiltEvent))
         )
         if leftover:
             self._queue.clear()
@@ -452,9 +462,6 @@ class Client:
     def enqueue(self, pending: PendingEvent) -> bool:
         """Append an already-made event to the queue (the fast path of every capture)."""
         queue = self._queue
-        if self._pid != os.getpid():  # forked without os.register_at_fork (rare platforms)
-            self._after_fork_in_child()
-            queue = self._queue
         if len(queue) >= self.max_queue_size:
             self._drop("queue_full", "the queue is full (max_queue_size); events dropped")
             return False
@@ -466,6 +473,7 @@ class Client:
         return True
 
     def _send_now(self, pending: PendingEvent) -> bool:
+        was_active = getattr(_local, "active", False)
         _local.active = True
         try:
             built = self._build(pending)
@@ -475,7 +483,7 @@ class Client:
                 self._dequeued += 1
             return self._deliver([built]) > 0
         finally:
-            _local.active = False
+            _local.active = was_active
 
     def _drop(self, reason: str, message: str, count: int = 1) -> None:
         with self._stats_lock:
@@ -707,6 +715,14 @@ def _without_tags(state: Any) -> Any:
     from .contexts import ContextState
 
     return ContextState(distinct_id=state.distinct_id, session_id=None)
+
+
+def _checked_uuid(value: Any) -> str:
+    """A uuid given to capture(), normalised; PostHog refuses a whole batch for a bad one."""
+    try:
+        return str(uuid_module.UUID(str(value)))
+    except ValueError:
+        raise ValueError(f"uuid must be a UUID, got {value!r}") from None
 
 
 def _check_positive(name: str, value: Any, integer: bool = False) -> None:

@@ -261,12 +261,18 @@ class EventBuilder:
             raise DroppedEvent(
                 "before_send_error", "before_send must return the event dict or None"
             )
-        if not result["event"] or not result.get("distinct_id"):
+        distinct_id = result.get("distinct_id")
+        if isinstance(distinct_id, (int, float)) and not isinstance(distinct_id, bool):
+            result["distinct_id"] = distinct_id = str(distinct_id)
+        if not result["event"] or not distinct_id or not isinstance(distinct_id, str):
             raise DroppedEvent(
-                "before_send_error", "before_send returned an event without name or distinct_id"
+                "before_send_error",
+                "before_send returned an event without a name or a string distinct_id",
             )
         if not isinstance(result.get("properties"), dict):
             result["properties"] = {}
+        if not isinstance(result.get("timestamp"), str):
+            result["timestamp"] = data["timestamp"]
         result["uuid"] = data["uuid"]  # the uuid is fixed at creation, whatever happens
         return result
 

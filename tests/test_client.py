@@ -170,6 +170,17 @@ class TestBadArguments:
         with pytest.raises(TypeError, match="properties must be a mapping"):
             client.capture("x", ["a", "b"])  # type: ignore[arg-type]
 
+    def test_bad_uuid(self, client: Client) -> None:
+        """A uuid that is not a UUID raises ValueError (the server would refuse the batch)."""
+        with pytest.raises(ValueError, match="uuid must be a UUID"):
+            client.capture("x", distinct_id="u1", uuid="not-a-uuid")
+
+    @pytest.mark.parametrize("when", ["2024-01-01", True, object()])
+    def test_bad_timestamp(self, client: Client, when: Any) -> None:
+        """A timestamp that is not a datetime or a number raises TypeError."""
+        with pytest.raises(TypeError, match="timestamp must be"):
+            client.capture("x", distinct_id="u1", timestamp=when)
+
     @pytest.mark.parametrize(
         ("option", "value"),
         [("flush_at", 0), ("flush_interval", -1), ("max_queue_size", 0), ("max_retries", -1)],
@@ -218,6 +229,27 @@ class TestBeforeSend:
         assert client.stats.dropped["before_send_error"] == 1
         assert "hook bug" in caplog.text
         assert server.events() == []
+
+    def test_unusable_result_drops_only_that_event(
+        self, make_client: Callable[..., Client], server: LocalServer
+    ) -> None:
+        """A before_send result the server would refuse is dropped alone; numbers are fixed."""
+
+        def hook(event: dict[str, Any]) -> dict[str, Any]:
+            if event["event"] == "bad":
+                event["distinct_id"] = {"not": "a string"}
+            elif event["event"] == "numeric":
+                event["distinct_id"] = 42
+            return event
+
+        client = make_client(before_send=hook, flush_at=10)
+        for name in ("bad", "numeric", "good"):
+            client.capture(name, distinct_id="u1")
+        events = {e["event"]: e for e in stored(server, client, 2)}
+        assert set(events) == {"numeric", "good"}
+        assert events["numeric"]["distinct_id"] == "42"
+        assert client.stats.dropped["before_send_error"] == 1
+        assert all(r.status == 200 for r in server.requests)
 
 
 class TestBatching:
@@ -481,6 +513,7 @@ class TestShutdown:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 class TestFork:
     def test_child_does_not_resend_parent_events(
         self, make_client: Callable[..., Client], silent_server: str, server: LocalServer
