@@ -298,12 +298,17 @@ class PostHogHandler(logging.Handler):
         nested = d.get("properties")
         if isinstance(nested, Mapping):
             props.update(nested)
+        elif nested is not None:  # not what capture() means by it: keep it as a property
+            props["properties"] = nested
         # A set difference in C finds the few extras among ~25 standard attributes.
         for name in d.keys() - self._not_properties:
             if name[:1] != "_":
                 props[name] = d[name]
         groups = d.get("groups")
-        return props or None, d.get("distinct_id"), groups if isinstance(groups, Mapping) else None
+        if groups is not None and not isinstance(groups, Mapping):
+            props["groups"] = groups
+            groups = None
+        return props or None, d.get("distinct_id"), groups
 
     def flush(self) -> None:
         """Send what is queued (bounded by the client's ``shutdown_timeout``)."""

@@ -1151,7 +1151,7 @@ class TestNeverRaises:
         client: Client,
         server: LocalServer,
     ) -> None:
-        """Special extras of the wrong type (groups, properties, distinct_id) do not raise."""
+        """Special extras of the wrong type do not raise, and are kept as plain properties."""
         logger = attach(PostHogHandler(client=client))
         logger.info(
             "odd_specials",
@@ -1166,6 +1166,9 @@ class TestNeverRaises:
 
         (event,) = delivered(client, server)
         assert event["distinct_id"] == "12345"
+        assert event["properties"]["groups"] == "not a mapping"
+        assert event["properties"]["properties"] == ["not", "a", "mapping"]
+        assert "$groups" not in event["properties"]
 
     def test_before_send_that_raises_drops_the_event(
         self,
