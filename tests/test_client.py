@@ -267,6 +267,22 @@ class TestBatching:
         assert all(r.gzipped for r in batches)
         assert all(r.headers["user-agent"].startswith("posthog-logging/") for r in batches)
 
+    def test_one_keep_alive_connection(
+        self, make_client: Callable[..., Client], server: LocalServer
+    ) -> None:
+        """Successive batches reuse one keep-alive connection."""
+        client = make_client(flush_at=5)
+        for round_ in range(3):
+            for i in range(5):
+                client.capture("e", {"round": round_, "i": i}, distinct_id="u1")
+            assert client.flush(5)
+        assert len(server.wait_for_events(15)) == 15
+        assert len([r for r in server.requests if r.path.startswith("/batch")]) >= 3
+        session = client._transport._session
+        assert session is not None
+        pools = session.get_adapter(server.url).poolmanager.pools
+        assert [pools[key].num_connections for key in pools.keys()] == [1]
+
     def test_no_gzip(self, make_client: Callable[..., Client], server: LocalServer) -> None:
         """gzip=False sends plain JSON."""
         client = make_client(gzip=False)
