@@ -7,8 +7,10 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -65,7 +67,7 @@ class TestScripts:
 
 class TestFlaskApp:
     @pytest.fixture
-    def app_client(self, default_client: object) -> object:
+    def app_client(self, default_client: object) -> Iterator[Any]:
         module = load("flask_app.py")
         root = logging.getLogger()
         handler = module.posthog.PostHogHandler()
@@ -74,10 +76,10 @@ class TestFlaskApp:
         yield module.app.test_client()
         root.removeHandler(handler)
 
-    def test_requests_are_isolated(self, app_client: object, server: LocalServer) -> None:
+    def test_requests_are_isolated(self, app_client: Any, server: LocalServer) -> None:
         """Each request's events carry its own user and request id, never another's."""
         for user in ("alice", "bob"):
-            response = app_client.get(  # type: ignore[attr-defined]
+            response = app_client.get(
                 "/checkout/7", headers={"X-User-Id": user, "X-Request-ID": f"req-{user}"}
             )
             assert response.status_code == 200
@@ -90,9 +92,9 @@ class TestFlaskApp:
             ("bob", "req-bob"),
         }
 
-    def test_view_error_captured_once(self, app_client: object, server: LocalServer) -> None:
+    def test_view_error_captured_once(self, app_client: Any, server: LocalServer) -> None:
         """An error in a view is sent once, as the requesting user's $exception."""
-        response = app_client.get("/fail", headers={"X-User-Id": "carol"})  # type: ignore[attr-defined]
+        response = app_client.get("/fail", headers={"X-User-Id": "carol"})
         assert response.status_code == 500
         import posthog_logging
 
