@@ -86,13 +86,26 @@ def default_client(server: LocalServer) -> Iterator[Client]:
 
 
 @pytest.fixture
-def logger(client: Client) -> Iterator[logging.Logger]:
+def attach() -> Iterator[Callable[..., logging.Logger]]:
+    """Attach handlers to a fresh non-propagating logger; detached and closed afterwards."""
+    attached: list[tuple[logging.Logger, logging.Handler]] = []
+
+    def make(*handlers: logging.Handler, name: str | None = None) -> logging.Logger:
+        log = logging.getLogger(name or f"test.{uuid.uuid4().hex[:8]}")
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        for handler in handlers:
+            log.addHandler(handler)
+            attached.append((log, handler))
+        return log
+
+    yield make
+    for log, handler in attached:
+        log.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture
+def logger(client: Client, attach: Callable[..., logging.Logger]) -> logging.Logger:
     """A uniquely named logger whose records go to a PostHogHandler on ``client``."""
-    log = logging.getLogger(f"test.{uuid.uuid4().hex[:8]}")
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    handler = PostHogHandler(client=client)
-    log.addHandler(handler)
-    yield log
-    log.removeHandler(handler)
-    handler.close()
+    return attach(PostHogHandler(client=client))

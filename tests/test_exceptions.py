@@ -14,8 +14,7 @@ import logging
 import os
 import pickle
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import pytest
@@ -127,23 +126,11 @@ def file_lines(path: str) -> list[str]:
 
 
 @pytest.fixture
-def make_logger(client: Client) -> Iterator[Callable[..., logging.Logger]]:
+def make_logger(
+    client: Client, attach: Callable[..., logging.Logger]
+) -> Callable[..., logging.Logger]:
     """Build uniquely named loggers with a PostHogHandler(client=client, **options)."""
-    made: list[tuple[logging.Logger, logging.Handler]] = []
-
-    def make(**options: Any) -> logging.Logger:
-        log = logging.getLogger(f"test.exceptions.{uuid.uuid4().hex[:8]}")
-        log.setLevel(logging.DEBUG)
-        log.propagate = False
-        handler = PostHogHandler(client=client, **options)
-        log.addHandler(handler)
-        made.append((log, handler))
-        return log
-
-    yield make
-    for log, handler in made:
-        log.removeHandler(handler)
-        handler.close()
+    return lambda **options: attach(PostHogHandler(client=client, **options))
 
 
 def received(server: LocalServer, client: Client, n: int = 1) -> list[dict[str, Any]]:

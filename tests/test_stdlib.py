@@ -126,26 +126,6 @@ def fail(message: str) -> None:
 
 
 @pytest.fixture
-def attach() -> Iterator[Callable[..., logging.Logger]]:
-    """Attach handlers to a fresh non-propagating logger; detached and closed afterwards."""
-    attached: list[tuple[logging.Logger, logging.Handler]] = []
-
-    def make(*handlers: logging.Handler, name: str | None = None) -> logging.Logger:
-        log = logging.getLogger(name or unique_name())
-        log.setLevel(logging.DEBUG)
-        log.propagate = False
-        for handler in handlers:
-            log.addHandler(handler)
-            attached.append((log, handler))
-        return log
-
-    yield make
-    for log, handler in attached:
-        log.removeHandler(handler)
-        handler.close()
-
-
-@pytest.fixture
 def on_root() -> Iterator[Callable[[logging.Handler], logging.Logger]]:
     """Put handlers on the root logger at DEBUG (conftest restores the root afterwards)."""
     lib_logger = logging.getLogger("posthog_logging")
