@@ -2,11 +2,14 @@
 
 ``capture()`` snapshots the call into a :class:`~posthog_logging.events.PendingEvent`
 and appends it to a bounded in-memory queue; that is all the caller pays for. A
-background sender thread wakes when ``flush_at`` events are waiting or
-``flush_interval`` has passed, builds and serialises the events, and posts them in
-batches through the :class:`~posthog_logging.transport.Transport`, retrying what can be
-retried. ``flush()``, ``shutdown()`` and the exit hook wait for it, never past their
-deadline.
+background sender thread takes the events from the queue, builds and serialises them
+into batches (the *backlog*) and posts the batches in order through the
+:class:`~posthog_logging.transport.Transport`. A batch that fails waits, with the same
+uuids, for its next try; those behind it wait too, so an outage costs one request per
+backoff step, not one per batch. Memory is bounded in events and in bytes; with a
+:class:`~posthog_logging.spool.Spool`, what does not fit, what runs out of retries and
+what is left at shutdown goes to disk and is sent again later. ``flush()``,
+``shutdown()`` and the exit hook wait for the sender, never past their deadline.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import uuid as uuid_module
@@ -40,6 +44,7 @@ from .events import (
 )
 from .exceptions import InAppRules, mark_captured, snapshot_exception
 from .serialisation import DEFAULT_REDACT_KEYS, Redactor
+from .spool import Segment, Spool, SpoolStats
 from .transport import DEFAULT_HOST, SendResult, Transport
 
 __all__ = ["Client", "Stats", "in_library_code"]
@@ -50,6 +55,16 @@ logger = logging.getLogger("posthog_logging")
 MAX_BATCH_BYTES = 5_000_000
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
+#: The longest ``Retry-After`` obeyed; a server asking for more is retried after this.
+RETRY_AFTER_CAP = 60.0
+#: How often a healthy sender looks for spool segments to send again.
+SPOOL_CHECK_INTERVAL = 5.0
+#: With a spool, sending stops this long (at most a tenth of the timeout) before a
+#: shutdown deadline, to leave time for writing what is left to disk.
+SPOOL_RESERVE = 0.5
+#: How long shutdown() waits for the sender past the deadline before counting its
+#: events as lost (it only needs that long if a hook of the user's hangs).
+JOIN_GRACE = 0.5
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
 
@@ -80,7 +95,8 @@ class Stats:
     ``enqueued`` counts events accepted by ``capture``; ``sent`` those the server
     accepted; ``retried`` the requests sent again; ``failed`` events the server refused
     or that ran out of retries; ``dropped`` events discarded before sending, by reason;
-    ``pending`` events still in memory.
+    ``pending`` events still in memory; ``spooled`` events written to the disk spool and
+    ``replayed`` events read back from it to be sent again.
     """
 
     enqueued: int
@@ -89,6 +105,8 @@ class Stats:
     failed: int
     dropped: Mapping[str, int] = field(default_factory=dict)
     pending: int = 0
+    spooled: int = 0
+    replayed: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -97,13 +115,36 @@ class Stats:
 
 
 class _FlushMarker:
-    """Put in the queue by ``flush()``: the sender sets it once all before it is handled."""
+    """Put in the queue by ``flush()``: set once everything before it has left memory."""
 
-    __slots__ = ("all_sent", "done")
+    __slots__ = ("done",)
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.all_sent = True
+
+
+class _Replay:
+    """A spool segment being sent again: deleted once all of its batches are done."""
+
+    __slots__ = ("outstanding", "segment")
+
+    def __init__(self, segment: Segment, outstanding: int) -> None:
+        self.segment = segment
+        self.outstanding = outstanding
+
+
+class _Batch:
+    """Events sent together, with their retry state (the same uuids on every try)."""
+
+    __slots__ = ("attempts", "delivered", "events", "not_before", "replay", "size")
+
+    def __init__(self, events: list[bytes], size: int, replay: _Replay | None = None) -> None:
+        self.events = events
+        self.size = size
+        self.attempts = 0
+        self.not_before = 0.0  # monotonic time of the next try
+        self.replay = replay
+        self.delivered = False
 
 
 _STOP = object()
@@ -115,7 +156,8 @@ class Client:
 
     All options are keyword-only except ``api_key`` and ``host``. A missing ``api_key``
     is read from ``POSTHOG_API_KEY`` (or ``POSTHOG_PROJECT_API_KEY``); with none at
-    all the client warns once and sends nothing.
+    all the client warns once and sends nothing. ``spool_dir`` turns on the disk spool
+    (see docs/reliability.md).
     """
 
     def __init__(
@@ -126,6 +168,9 @@ class Client:
         flush_at: int = 100,
         flush_interval: float = 0.5,
         max_queue_size: int = 10_000,
+        max_queue_bytes: int = 32 * 1024 * 1024,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 256 * 1024 * 1024,
         gzip: bool = True,
         timeout: float = 10.0,
         max_retries: int = 3,
@@ -143,6 +188,10 @@ class Client:
         _check_positive("flush_at", flush_at, integer=True)
         _check_positive("flush_interval", flush_interval)
         _check_positive("max_queue_size", max_queue_size, integer=True)
+        _check_positive("max_queue_bytes", max_queue_bytes, integer=True)
+        _check_positive("spool_max_bytes", spool_max_bytes, integer=True)
+        if spool_dir is not None and not isinstance(spool_dir, (str, os.PathLike)):
+            raise TypeError(f"spool_dir must be a path or None, got {spool_dir!r}")
         _check_positive("timeout", timeout)
         _check_positive("shutdown_timeout", shutdown_timeout)
         if not isinstance(max_retries, int) or max_retries < 0:
@@ -163,6 +212,7 @@ class Client:
         self.flush_at = flush_at
         self.flush_interval = float(flush_interval)
         self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
         self.max_retries = max_retries
         self.sync_mode = sync_mode
         self.disabled = disabled
@@ -176,6 +226,11 @@ class Client:
             in_app=InAppRules(tuple(in_app_include), tuple(in_app_exclude)),
         )
         self._transport = Transport(self.host, self.api_key or "", gzip=gzip, timeout=timeout)
+        self._spool: Spool | None = None
+        if spool_dir is not None and self.api_key is not None and not disabled:
+            self._spool = Spool(
+                spool_dir, host=self.host, api_key=self.api_key, max_bytes=spool_max_bytes
+            )
         if debug:
             logger.setLevel(logging.DEBUG)
             if not logger.handlers:
@@ -189,28 +244,43 @@ class Client:
         if self.api_key is None and not disabled:
             self._last_warning["no_api_key"] = time.monotonic()  # warned just above
         _clients.add(self)
+        if self._spool is not None and not sync_mode and self._spool.has_segments():
+            self._start_sender()  # what an earlier run left on disk is sent first
 
     # -- state, fork -----------------------------------------------------------------
 
     def _reset_state(self) -> None:
+        # Shared with callers: the queue, the wake-up event and the counters.
         self._queue: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
         self._stats_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._threads_refused = False
         self._pid = os.getpid()
         self._closed = False
-        self._deadline: float | None = None  # monotonic; set while flushing or shutting down
-        self._interrupt = threading.Event()
-        self._urgent = False
-        self._gave_back = False
-        self._in_flight = 0
+        self._finished = threading.Event()  # the sender has stopped for good
+        self._deadline: float | None = None  # monotonic; set by shutdown()
         self._dequeued = 0
         self._sent = 0
         self._retried = 0
         self._failed = 0
+        self._spooled = 0
+        self._replayed = 0
         self._dropped: dict[str, int] = {}
         self._last_warning: dict[str, float] = {}
+        # The sender's own: built events in memory, in order.
+        self._backlog: collections.deque[_Batch | _FlushMarker] = collections.deque()
+        self._open: list[bytes] = []  # the batch being filled
+        self._open_size = 0
+        self._last_seal = time.monotonic()
+        self._memory_events = 0  # built events in memory (backlog and open batch)
+        self._memory_bytes = 0
+        self._stopping = False
+        self._healthy = True  # the last request was answered (not a retryable failure)
+        self._next_spool_check = 0.0
+        self._shutdown_ok = True
+        self._spool_reserve = 0.0
 
     def _after_fork_in_child(self) -> None:
         # The parent's pending events are the parent's to send: start empty, with a
@@ -219,6 +289,8 @@ class Client:
         self._reset_state()
         self._closed = closed
         self._transport.reset_after_fork()
+        if self._spool is not None:
+            self._spool.forget_after_fork()
 
     def __repr__(self) -> str:
         key = "set" if self.api_key else "missing"
@@ -230,16 +302,16 @@ class Client:
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         with self._stats_lock:
-            items = list(self._queue)
-            not_dequeued = sum(1 for item in items if isinstance(item, PendingEvent))
-            pending = not_dequeued + sum(1 for item in items if isinstance(item, BuiltEvent))
+            not_dequeued = sum(1 for item in list(self._queue) if isinstance(item, PendingEvent))
             return Stats(
                 enqueued=self._dequeued + not_dequeued,
                 sent=self._sent,
                 retried=self._retried,
                 failed=self._failed,
                 dropped=MappingProxyType(dict(self._dropped)),
-                pending=pending,
+                pending=not_dequeued + self._memory_events,
+                spooled=self._spooled,
+                replayed=self._replayed,
             )
 
     def capture(
@@ -296,8 +368,6 @@ class Client:
         context it leaves, a log call, or by hand) returns None.
         """
         if exception is None:
-            import sys
-
             exception = sys.exc_info()[1]
             if exception is None:
                 self._drop("no_exception", "capture_exception() called with no exception")
@@ -360,47 +430,53 @@ class Client:
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything queued so far; wait at most ``timeout`` seconds.
 
-        Returns True when all of it was handled (sent, or refused by the server) in time.
+        Returns True when all of it has left memory in time: sent, refused by the
+        server, or (with a spool) written to disk. Events whose retries would run past
+        the deadline stay queued and are tried again later.
         """
         if self.sync_mode or self._pid != os.getpid():
             return True
         timeout = self.shutdown_timeout if timeout is None else timeout
-        return self._flush_until(time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        if not self._queue and not self._memory_events:
+            return True
+        marker = _FlushMarker()
+        self._queue.append(marker)
+        if self._sender_alive():
+            self._wake.set()
+        else:
+            self._run_inline(deadline, until=marker.done)
+        return marker.done.wait(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout`` (default ``shutdown_timeout``), stop the sender.
 
         Idempotent. Events captured afterwards are dropped (counted as ``shutdown``).
-        Returns True when everything queued was handled in time.
+        What could not be sent by the deadline is written to the spool, if there is
+        one, else counted as ``shutdown_timeout``. Returns True when everything queued
+        was sent (or refused by the server) in time.
         """
         timeout = self.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        if self._closed and self._thread is None:
+        if self._finished.is_set():
             return True
         self._closed = True
-        self._deadline = deadline
-        ok = self._flush_until(deadline)
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._queue.append(_STOP)
-            self._urgent = True
+        if self._spool is not None:
+            self._spool_reserve = min(SPOOL_RESERVE, timeout / 10)
+        if self._deadline is None or deadline < self._deadline:
+            self._deadline = deadline
+        self._queue.append(_STOP)
+        if self._sender_alive():
             self._wake.set()
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._thread = None
-        # list() copies the deque in one step: the sender may still be touching it.
-        leftover = self._in_flight + sum(
-            1 for item in list(self._queue) if isinstance(item, (PendingEvent, BuiltEvent))
-        )
-        if leftover:
-            self._queue.clear()
-            self._drop(
-                "shutdown_timeout",
-                f"{leftover} events not sent before the shutdown deadline",
-                count=leftover,
-            )
-            ok = False
+            self._finished.wait(max(0.0, deadline - time.monotonic()) + JOIN_GRACE)
+        else:
+            self._run_inline(deadline + JOIN_GRACE, until=self._finished)
+        if not self._finished.is_set():
+            # The sender is stuck past its deadline (a hook that never returns, say):
+            # account for what it holds rather than wait any longer.
+            self._abandon()
         self._transport.close()
-        return ok
+        return self._shutdown_ok
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -462,26 +538,35 @@ class Client:
     def enqueue(self, pending: PendingEvent) -> bool:
         """Append an already-made event to the queue (the fast path of every capture)."""
         queue = self._queue
-        if len(queue) >= self.max_queue_size:
+        if len(queue) + self._memory_events >= self.max_queue_size:
             self._drop("queue_full", "the queue is full (max_queue_size); events dropped")
             return False
         queue.append(pending)
-        if self._thread is None:
+        if self._thread is None and not self._threads_refused:
             self._start_sender()
         if len(queue) >= self.flush_at and not self._wake.is_set():
             self._wake.set()
         return True
 
     def _send_now(self, pending: PendingEvent) -> bool:
+        """``sync_mode``: build and send on the caller's thread, retries included."""
         was_active = getattr(_local, "active", False)
         _local.active = True
         try:
+            with self._stats_lock:
+                self._dequeued += 1
             built = self._build(pending)
             if built is None:
                 return False
-            with self._stats_lock:
-                self._dequeued += 1
-            return self._deliver([built]) > 0
+            batch = _Batch([built.payload], len(built.payload) + 1)
+            self._memory_events += 1
+            self._memory_bytes += batch.size
+            waiting = [batch]
+            while waiting:
+                current = waiting.pop(0)
+                time.sleep(max(0.0, current.not_before - time.monotonic()))
+                waiting[:0] = self._send(current)
+            return batch.delivered
         finally:
             _local.active = was_active
 
@@ -506,83 +591,190 @@ class Client:
 
     # -- the sender's side ---------------------------------------------------------------
 
+    def _sender_alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def _start_sender(self) -> None:
         with self._start_lock:
-            if self._thread is not None:
+            if self._thread is not None or self._finished.is_set():
                 return
             thread = threading.Thread(target=self._run, name="posthog_logging.sender", daemon=True)
             try:
                 thread.start()
             except RuntimeError:
                 # No new threads at interpreter shutdown: the exit hook sends inline.
+                self._threads_refused = True
                 return
             self._thread = thread
 
     def _run(self) -> None:
         _local.active = True
-        last_send = time.monotonic()
         while True:
-            self._wake.wait(self.flush_interval)
+            self._wake.wait(self._wait_time())
             self._wake.clear()
-            now = time.monotonic()
-            if not self._queue:
-                last_send = now
-                continue
-            urgent = self._urgent or len(self._queue) >= self.flush_at
-            if urgent or now - last_send >= self.flush_interval:
-                self._urgent = False
-                if self._drain():
-                    return
-                last_send = time.monotonic()
+            if self._cycle():
+                return
 
-    def _drain(self) -> bool:
-        """Send everything in the queue. True when the stop marker was reached.
-
-        Stops early, leaving the rest queued, when a flush or shutdown deadline passes.
-        """
-        queue = self._queue
-        batch: list[BuiltEvent] = []
-        size = 0
+    def _run_inline(self, deadline: float, until: threading.Event) -> None:
+        """Do the sender's work on this thread, when there is no sender thread to do it."""
+        was_active = getattr(_local, "active", False)
+        _local.active = True
         try:
-            while True:
-                deadline = self._deadline
-                if self._gave_back or (deadline is not None and time.monotonic() >= deadline):
-                    self._gave_back = False
-                    break
-                try:
-                    item = queue.popleft()
-                except IndexError:
-                    break
-                if isinstance(item, PendingEvent):
-                    with self._stats_lock:
-                        self._dequeued += 1
-                    built = self._build(item)
-                    if built is None:
-                        continue
-                    item = built
-                if isinstance(item, BuiltEvent):
-                    if batch and size + len(item.payload) > MAX_BATCH_BYTES:
-                        self._deliver(batch)
-                        batch, size = [], 0
-                    batch.append(item)
-                    size += len(item.payload) + 1
-                    if len(batch) >= self.flush_at:
-                        self._deliver(batch)
-                        batch, size = [], 0
-                elif isinstance(item, _FlushMarker):
-                    if batch:
-                        self._deliver(batch)
-                        batch, size = [], 0
-                    item.done.set()
-                elif item is _STOP:
-                    if batch:
-                        self._deliver(batch)
-                    return True
-            if batch:
-                self._deliver(batch)
+            while not until.is_set() and not self._cycle():
+                remaining = deadline - time.monotonic()
+                if until.is_set() or remaining <= 0:
+                    return
+                time.sleep(min(self._wait_time(), remaining))
+        finally:
+            _local.active = was_active
+
+    def _wait_time(self) -> float:
+        """How long the sender may sleep before something is due."""
+        now = time.monotonic()
+        wait = self.flush_interval
+        if len(self._queue) >= self.flush_at:
+            return 0.0
+        if self._open:
+            wait = min(wait, self._last_seal + self.flush_interval - now)
+        for item in self._backlog:
+            if isinstance(item, _Batch):
+                wait = min(wait, item.not_before - now)
+            break
+        if self._deadline is not None:
+            wait = min(wait, self._send_deadline() - now)
+        return max(0.0, wait)
+
+    def _cycle(self) -> bool:
+        """One round: take new events, send what is due. True once stopped for good."""
+        try:
+            self._take()
+            if self._open and (
+                self._stopping or time.monotonic() - self._last_seal >= self.flush_interval
+            ):
+                self._seal()
+            elif not self._open:
+                self._last_seal = time.monotonic()
+            self._send_due()
+            if not self._stopping:
+                self._replay_spooled()
+                return False
+            if self._backlog and not self._past_send_deadline():
+                head = self._backlog[0]
+                if not (isinstance(head, _Batch) and head.not_before > self._send_deadline()):
+                    return False  # still time to send what is left
+            self._finish()
+            return True
         except Exception:  # a bug here must not kill the sender and lose everything after
             logger.exception("posthog_logging: unexpected error in the sender")
-        return False
+            return False
+
+    def _take(self, limit: int = 10_000) -> None:
+        """Move events from the queue into batches, building them on the way."""
+        queue = self._queue
+        for _ in range(limit):
+            try:
+                item = queue.popleft()
+            except IndexError:
+                return
+            if isinstance(item, PendingEvent):
+                with self._stats_lock:
+                    self._dequeued += 1
+                built = self._build(item)
+                if built is not None:
+                    self._add(built.payload)
+            elif isinstance(item, _FlushMarker):
+                self._seal()
+                self._backlog.append(item)
+            elif item is _STOP:
+                self._seal()
+                self._stopping = True
+
+    def _add(self, payload: bytes) -> None:
+        size = len(payload) + 1
+        if self._open and self._open_size + size > MAX_BATCH_BYTES:
+            self._seal()
+        if self._spool is not None:
+            self._spill_overflow(size)
+        if self._memory_bytes + size > self.max_queue_bytes:
+            self._drop("queue_full", "the queue is full (max_queue_bytes); events dropped")
+            return
+        self._open.append(payload)
+        self._open_size += size
+        self._memory_events += 1
+        self._memory_bytes += size
+        if len(self._open) >= self.flush_at:
+            self._seal()
+
+    def _seal(self) -> None:
+        """Close the batch being filled: it joins the backlog, to be sent in turn."""
+        if self._open:
+            self._backlog.append(_Batch(self._open, self._open_size))
+            self._open, self._open_size = [], 0
+        self._last_seal = time.monotonic()
+
+    def _send_due(self) -> None:
+        """Send batches from the head of the backlog while they are due and succeed."""
+        backlog = self._backlog
+        while backlog:
+            head = backlog[0]
+            if isinstance(head, _FlushMarker):
+                backlog.popleft()
+                head.done.set()
+                continue
+            if head.not_before > time.monotonic() or self._past_send_deadline():
+                return
+            backlog.popleft()
+            again = self._send(head)
+            backlog.extendleft(reversed(again))
+            if again and again[0].not_before > time.monotonic():
+                return  # the head waits for its next try; the rest wait behind it
+            self._take()
+
+    def _send(self, batch: _Batch) -> list[_Batch]:
+        """Post ``batch`` once. Returns what must be tried again (empty when it is done)."""
+        timeout = self._transport.timeout
+        if self._deadline is not None:
+            remaining = self._send_deadline() - time.monotonic()
+            if remaining <= 0:
+                return [batch]
+            timeout = min(timeout, remaining)
+        result = self._transport.send(batch.events, format_timestamp(time.time()), timeout)
+        if result.ok:
+            self._healthy = True
+            batch.delivered = True
+            with self._stats_lock:
+                self._sent += len(batch.events)
+            logger.debug("posthog_logging: sent %d events", len(batch.events))
+            self._release(batch)
+            return []
+        if result.status == 413:
+            self._healthy = True
+            if len(batch.events) == 1:
+                self._drop("too_large", "an event was refused as too large (HTTP 413)")
+                self._release(batch)
+                return []
+            return self._split(batch)
+        if not result.retryable:
+            self._healthy = True
+            self._give_up(batch, "refused", result)
+            return []
+        self._healthy = False
+        batch.attempts += 1
+        if batch.attempts > self.max_retries:
+            if self._spool is not None and not self.sync_mode:
+                self._spill(batch)
+            else:
+                self._give_up(batch, "retries", result)
+            return []
+        with self._stats_lock:
+            self._retried += 1
+        delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**batch.attempts))
+        if result.retry_after is not None:
+            delay = max(delay, min(result.retry_after, RETRY_AFTER_CAP))
+        batch.not_before = time.monotonic() + delay
+        logger.debug("posthog_logging: %s; retrying in %.2fs", result.describe(), delay)
+        return [batch]
 
     def _build(self, pending: PendingEvent) -> BuiltEvent | None:
         try:
@@ -593,115 +785,200 @@ class Client:
             self._drop("build_error", f"could not build event {pending.event!r}: {exc!r}")
         return None
 
-    def _deliver(self, batch: list[BuiltEvent]) -> int:
-        """Send ``batch``, retrying and splitting as the answers ask. Returns events sent.
+    def _split(self, batch: _Batch) -> list[_Batch]:
+        half = len(batch.events) // 2
+        parts = []
+        for events in (batch.events[:half], batch.events[half:]):
+            part = _Batch(events, sum(len(e) + 1 for e in events), batch.replay)
+            part.attempts = batch.attempts
+            parts.append(part)
+        if batch.replay is not None:
+            batch.replay.outstanding += 1
+        return parts
 
-        When a flush or shutdown deadline leaves no time for the next try, the batch goes
-        back to the front of the queue (same uuids) instead of being given up.
-        """
-        attempt = 0
-        self._in_flight = len(batch)
-        try:
-            while True:
-                timeout = self._transport.timeout
-                deadline = self._deadline
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return self._requeue(batch)
-                    timeout = min(timeout, remaining)
-                result = self._transport.send(
-                    [e.payload for e in batch], format_timestamp(time.time()), timeout
-                )
-                if result.ok:
-                    with self._stats_lock:
-                        self._sent += len(batch)
-                    logger.debug("posthog_logging: sent %d events", len(batch))
-                    return len(batch)
-                if result.status == 413:
-                    if len(batch) == 1:
-                        self._drop("too_large", "an event was refused as too large (HTTP 413)")
-                        return 0
-                    half = len(batch) // 2
-                    return self._deliver(batch[:half]) + self._deliver(batch[half:])
-                if not result.retryable:
-                    return self._give_up(batch, "refused", result)
-                if attempt >= self.max_retries:
-                    return self._give_up(batch, "retries", result)
-                attempt += 1
-                with self._stats_lock:
-                    self._retried += 1
-                delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-                if result.retry_after is not None:
-                    delay = max(delay, min(result.retry_after, BACKOFF_CAP * 2))
-                deadline = self._deadline
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    return self._requeue(batch)
-                logger.debug("posthog_logging: %s; retrying in %.2fs", result.describe(), delay)
-                # flush() and shutdown() interrupt the wait so that their deadline applies
-                if self._interrupt.wait(delay):
-                    self._interrupt.clear()
-        finally:
-            self._in_flight = 0
+    def _release(self, batch: _Batch) -> None:
+        """``batch`` has left memory: sent, refused, dropped or spooled."""
+        self._memory_events -= len(batch.events)
+        self._memory_bytes -= batch.size
+        replay = batch.replay
+        if replay is not None:
+            replay.outstanding -= 1
+            if replay.outstanding == 0:
+                replay.segment.remove()
 
-    def _requeue(self, batch: list[BuiltEvent]) -> int:
-        self._queue.extendleft(reversed(batch))
-        self._gave_back = True  # tells _drain to stop until the deadline is over
-        return 0
-
-    def _give_up(self, batch: list[BuiltEvent], why: str, result: SendResult | None) -> int:
+    def _give_up(self, batch: _Batch, why: str, result: SendResult) -> None:
+        self._release(batch)
         with self._stats_lock:
-            self._failed += len(batch)
-        if why == "deadline":
-            message = f"{len(batch)} events not sent before the flush/shutdown deadline"
-        elif why == "retries":
-            assert result is not None
+            self._failed += len(batch.events)
+        if why == "retries":
             message = (
-                f"{len(batch)} events not sent after {self.max_retries} retries: "
+                f"{len(batch.events)} events not sent after {self.max_retries} retries: "
                 + result.describe()
             )
         else:
-            assert result is not None
-            message = f"{len(batch)} events refused by {self.host}: {result.describe()}"
-        self._warn(f"failed:{why}:{result.status if result else ''}", message)
-        if self._on_error is not None and result is not None:
+            message = f"{len(batch.events)} events refused by {self.host}: {result.describe()}"
+        self._warn(f"failed:{why}:{result.status}", message)
+        if self._on_error is not None:
             try:
                 import json
 
-                self._on_error(DeliveryError(result), [json.loads(e.payload) for e in batch])
+                self._on_error(DeliveryError(result), [json.loads(e) for e in batch.events])
             except Exception:
                 logger.debug("posthog_logging: on_error raised", exc_info=True)
-        return 0
 
-    def _flush_until(self, deadline: float) -> bool:
-        if self.sync_mode:
-            return True
-        if not self._queue and not self._in_flight:
-            return True
-        marker = _FlushMarker()
-        previous = self._deadline  # shutdown() keeps its own deadline in force
-        self._deadline = deadline if previous is None else min(previous, deadline)
+    # -- the spool -------------------------------------------------------------------
+
+    def _spill_overflow(self, incoming: int) -> None:
+        """Move the oldest waiting batches to disk so memory stays at half its bounds."""
+        limit_bytes = self.max_queue_bytes // 2
+        limit_events = self.max_queue_size // 2
+        backlog = self._backlog
+        while self._memory_bytes + incoming > limit_bytes or self._memory_events >= limit_events:
+            index = next((i for i, b in enumerate(backlog) if isinstance(b, _Batch)), None)
+            if index is None:
+                return
+            batch = backlog[index]
+            del backlog[index]
+            assert isinstance(batch, _Batch)
+            self._spill(batch)
+
+    def _spill(self, batch: _Batch) -> None:
+        """Write ``batch`` to the spool; if that fails, count its events as lost."""
+        assert self._spool is not None
         try:
-            self._queue.append(marker)
-            thread = self._thread
-            if thread is None or not thread.is_alive():
-                # No sender (never started, or interpreter shutting down): send inline.
-                self._thread = None
-                was_active = getattr(_local, "active", False)
-                _local.active = True
-                try:
-                    self._drain()
-                finally:
-                    _local.active = was_active
+            outcome = self._spool.write(batch.events)
+        except OSError as exc:
+            self._release(batch)
+            self._drop(
+                "spool_error",
+                f"could not write {len(batch.events)} events to the spool: {exc}",
+                count=len(batch.events),
+            )
+            return
+        self._release(batch)
+        self._count_spool(outcome, written=len(batch.events) - outcome.refused)
+
+    def _count_spool(self, outcome: SpoolStats, written: int = 0) -> None:
+        with self._stats_lock:
+            self._spooled += written
+        if lost := outcome.dropped_full + outcome.refused:
+            self._drop(
+                "spool_full",
+                f"the spool is full (spool_max_bytes): {lost} events dropped",
+                count=lost,
+            )
+        if outcome.corrupt:
+            self._drop(
+                "spool_corrupt",
+                f"{outcome.corrupt} damaged lines skipped in the spool (a torn write?)",
+                count=outcome.corrupt,
+            )
+
+    def _replay_spooled(self) -> None:
+        """When the backlog is empty and the server answers, send a spooled segment."""
+        spool = self._spool
+        if spool is None or not self._healthy:
+            return
+        if any(isinstance(item, _Batch) for item in self._backlog) or self._open:
+            return
+        now = time.monotonic()
+        if now < self._next_spool_check:
+            return
+        spool.close()  # what we spooled ourselves becomes sendable
+        outcome = SpoolStats()
+        segment = spool.claim(outcome)
+        self._count_spool(outcome)
+        if segment is None:
+            self._next_spool_check = now + SPOOL_CHECK_INTERVAL
+            return
+        if not segment.events:
+            segment.remove()
+            return
+        with self._stats_lock:
+            self._replayed += len(segment.events)
+        batches: list[_Batch] = []
+        replay = _Replay(segment, 0)
+        events: list[bytes] = []
+        size = 0
+        for event in segment.events:
+            if events and (len(events) >= self.flush_at or size + len(event) > MAX_BATCH_BYTES):
+                batches.append(_Batch(events, size, replay))
+                events, size = [], 0
+            events.append(event)
+            size += len(event) + 1
+        batches.append(_Batch(events, size, replay))
+        replay.outstanding = len(batches)
+        for batch in batches:
+            self._memory_events += len(batch.events)
+            self._memory_bytes += batch.size
+        self._backlog.extend(batches)
+        self._wake.set()
+
+    # -- stopping --------------------------------------------------------------------
+
+    def _send_deadline(self) -> float:
+        """When sending must stop at shutdown: a little before the deadline with a spool,
+        so that what is left can still be written to disk in time."""
+        assert self._deadline is not None
+        return self._deadline - self._spool_reserve
+
+    def _past_send_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._send_deadline()
+
+    def _finish(self) -> None:
+        """After the stop marker: spool or count what is left, wake every waiter."""
+        if self._finished.is_set():
+            return  # shutdown() gave up on us and has counted everything
+        if self._spool is not None:
+            self._take(limit=len(self._queue))  # built, to be written to disk
+        lost = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, PendingEvent):
+                with self._stats_lock:
+                    self._dequeued += 1
+                lost += 1
+            elif isinstance(item, _FlushMarker):
+                item.done.set()
+        self._seal()
+        leftover = [item for item in self._backlog if isinstance(item, _Batch)]
+        markers = [item for item in self._backlog if isinstance(item, _FlushMarker)]
+        self._backlog.clear()
+        for batch in leftover:
+            if self._spool is not None:
+                self._spill(batch)
             else:
-                self._urgent = True
-                self._wake.set()
-                self._interrupt.set()
-            return marker.done.wait(max(0.0, deadline - time.monotonic()))
-        finally:
-            self._deadline = previous
-            with contextlib.suppress(ValueError):
-                self._queue.remove(marker)
+                lost += len(batch.events)
+                self._release(batch)
+        if lost:
+            self._drop(
+                "shutdown_timeout",
+                f"{lost} events not sent before the shutdown deadline",
+                count=lost,
+            )
+        if leftover or lost:
+            self._shutdown_ok = False
+        if self._spool is not None:
+            self._spool.close()
+        for marker in markers:
+            marker.done.set()
+        self._finished.set()
+
+    def _abandon(self) -> None:
+        """shutdown() could not wait any longer: count everything still held as lost."""
+        if self._finished.is_set():
+            return
+        self._finished.set()
+        held = self._memory_events + sum(
+            1 for item in list(self._queue) if isinstance(item, PendingEvent)
+        )
+        self._shutdown_ok = False
+        if held:
+            self._drop(
+                "shutdown_timeout",
+                f"{held} events not sent before the shutdown deadline",
+                count=held,
+            )
 
 
 class _NoTags:
@@ -742,6 +1019,18 @@ def _shutdown_all() -> None:
 def _after_fork_in_child() -> None:
     for client in list(_clients):
         client._after_fork_in_child()
+    # multiprocessing ends its forked children with os._exit(), so atexit never runs in
+    # them; its own exit handlers do. They are cleared right after the fork, so register
+    # ours from one of its after-fork callbacks, which run once they have been.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.register_after_fork(_shutdown_all, _flush_at_multiprocessing_exit)
+
+
+def _flush_at_multiprocessing_exit(_: object) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _shutdown_all, exitpriority=0)
 
 
 atexit.register(_shutdown_all)

@@ -13,6 +13,14 @@ their ``uuid`` as PostHog does. The API key is checked, never stored and never l
     with LocalServer(data_dir=tmp_path) as server:
         requests.post(f"{server.url}/batch/", json={"api_key": "phc_...", "batch": [...]})
         [event] = server.wait_for_events(1, event="$exception")
+
+For delivery tests it can also misbehave on cue: `LocalServer.inject` scripts faults (an
+error status, a slow or held answer, a dropped connection) for the next capture requests, and
+`LocalServer.down` / `LocalServer.up` take the port away and bring it back::
+
+    server.inject(Fault(status=503), Fault(status=429, headers={"Retry-After": "1"}))
+    server.down()  # connections to server.url are now refused
+    server.up()  # the same address again, with the events already stored
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import os
 import pathlib
 import re
@@ -33,7 +42,9 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -43,6 +54,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_EVENT_BYTES",
     "EventStore",
+    "Fault",
     "LocalServer",
     "RequestRecord",
     "default_data_dir",
@@ -62,6 +74,12 @@ _UUID = re.compile(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}|[0-9a-f]{32}", re
 # reset connection; past this size we answer and close instead.
 _DRAIN_LIMIT = 5 * MAX_BODY_BYTES
 _MAX_RECORDS = 1000
+_MAX_HOLD = 60.0  # seconds a held request waits for its event before it is answered anyway
+_HOLD_POLL = 0.02  # seconds between checks, while holding, of whether the server went down
+_RELEASE_WAIT = 5.0  # seconds down() and stop() wait for requests in a fault's wait to end
+# Fault headers may not change how the body is framed.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REDACTED_HEADERS = frozenset({"authorization", "cookie"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -180,17 +198,90 @@ class EventStore:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """One request the server answered. Header names are lower-case; credentials are redacted."""
+    """One request the server received and answered, or closed unanswered because of a `Fault`.
+
+    Header names are lower-case; credentials are redacted.
+    """
 
     method: str
     path: str
     status: int
+    """The status answered, or 0 when the connection was closed without an answer."""
     headers: dict[str, str]
     body_size: int
     """Bytes of body as received (before gunzip)."""
     gzipped: bool
     event_count: int
     """Events in the body when it could be decoded, whether or not they were accepted."""
+    fault: str | None = None
+    """The injected `Fault` the request met, by what it did: ``"hold"``, ``"delay"``,
+    ``"drop"``, ``"status"`` or ``"headers"``, joined by ``+`` when several (``"delay+status"``);
+    None for a request served normally."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A misbehaviour scripted with `LocalServer.inject`, for one capture request.
+
+    The server reads the request, waits for *hold* and then *delay*, and then closes the
+    connection without an answer (*drop*), or answers *status* without processing the request,
+    or processes it as usual; *headers* are added to the answer. ``Fault()`` changes nothing,
+    which makes it a placeholder in a script: ``inject(Fault(), Fault(status=500))``.
+    """
+
+    status: int | None = None
+    """Answer this status (200 to 599) with a JSON error body instead of processing the
+    request: nothing is stored. None processes the request as usual."""
+    headers: Mapping[str, str] = dataclass_field(default_factory=dict, hash=False)
+    """Extra response headers, e.g. ``{"Retry-After": "2"}``; one of ours of the same name is
+    replaced. Content-Length, Transfer-Encoding and Connection cannot be set."""
+    delay: float = 0.0
+    """Seconds to wait before answering."""
+    hold: threading.Event | None = None
+    """Wait until this event is set (at most 60 s) before answering, so that a test decides
+    exactly how long the server is slow. `LocalServer.down` and `LocalServer.stop` end the wait
+    by closing the connection."""
+    drop: bool = False
+    """Close the connection without any answer: the client sees the remote end disconnect.
+    Nothing is stored."""
+
+    def __post_init__(self) -> None:
+        status = self.status
+        if status is not None:
+            if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+                raise ValueError(f"status must be None or an int from 200 to 599, not {status!r}")
+            object.__setattr__(self, "status", int(status))  # an HTTPStatus is recorded as int
+        delay = self.delay
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            raise TypeError(f"delay must be a number of seconds, not {delay!r}")
+        if not 0 <= delay < math.inf:
+            raise ValueError(f"delay must be finite and >= 0, not {delay!r}")
+        if self.hold is not None and not isinstance(self.hold, threading.Event):
+            raise TypeError(f"hold must be a threading.Event or None, not {self.hold!r}")
+        headers = dict(self.headers)
+        for name, value in headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in _FRAMING_HEADERS:
+                raise ValueError(f"the {name} header is the server's to set")
+            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"the {name} header's value is not a single-line string")
+        if self.drop and (status is not None or headers):
+            raise ValueError("a dropped connection has no answer: drop takes no status or headers")
+        object.__setattr__(self, "headers", headers)  # a copy: later changes to theirs are ignored
+
+    def _label(self) -> str | None:
+        """What this fault does, for `RequestRecord.fault`."""
+        parts = ["hold"] if self.hold is not None else []
+        if self.delay:
+            parts.append("delay")
+        if self.drop:
+            parts.append("drop")
+        elif self.status is not None:
+            parts.append("status")
+        elif self.headers:
+            parts.append("headers")
+        return "+".join(parts) or None
 
 
 class _Rejection(Exception):
@@ -232,6 +323,16 @@ def _decode(body: bytes, gzipped: bool) -> Any:
         return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
         raise _invalid("the body is not valid UTF-8 JSON") from None
+
+
+def _count_events(body: bytes | _Rejection, gzipped: bool) -> int:
+    """How many events *body* carries, or 0 when it cannot be decoded."""
+    if isinstance(body, _Rejection):
+        return 0
+    try:
+        return len(_split(_decode(body, gzipped))[1])
+    except _Rejection:
+        return 0
 
 
 def _split(payload: Any) -> tuple[Any, list[Any]]:
@@ -334,6 +435,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], owner: LocalServer) -> None:
         self.owner = owner
+        self.released = threading.Event()
+        """Set when this socket is closed (`LocalServer.down` or `stop`): waits end."""
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -342,7 +445,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if self.owner._stopped or isinstance(sys.exc_info()[1], OSError):
+        if self.released.is_set() or isinstance(sys.exc_info()[1], OSError):
             return  # the client went away, or we are closing its connection
         super().handle_error(request, client_address)
 
@@ -357,7 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.server.owner._track(self.connection, add=True)
+        self.server.owner._track(self.connection, add=True, released=self.server.released)
 
     def finish(self) -> None:
         self.server.owner._track(self.connection, add=False)
@@ -373,11 +476,32 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if self._route() not in _CAPTURE_PATHS:
             return self._refuse()
-        gzipped, count = False, 0
+        fault = self.server.owner._next_fault()
         try:
-            body = self._read_body()
-            encoding = self.headers.get("Content-Encoding", "").strip().lower()
-            gzipped = encoding == "gzip" or body.startswith(b"\x1f\x8b")
+            body: bytes | _Rejection = self._read_body()
+        except _Rejection as rejection:
+            body = rejection
+        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        gzipped = isinstance(body, bytes) and (encoding == "gzip" or body.startswith(b"\x1f\x8b"))
+        if fault is not None:
+            with self.server.owner._waiting():  # down() and stop() wait for this to end
+                if not self._wait_out(fault) or fault.drop:
+                    self.close_connection = True  # no answer: the connection just closes
+                    return self._note(0, gzipped, _count_events(body, gzipped), fault)
+            if fault.status is not None:
+                detail = f"injected fault: answered {fault.status} without processing the request"
+                reply = {"type": "injected_fault", "code": "fault_injected", "detail": detail}
+                data, count = json.dumps(reply).encode(), _count_events(body, gzipped)
+                return self._answer(fault.status, data, "application/json", gzipped, count, fault)
+        status, data, count = self._capture(body, gzipped)
+        self._answer(status, data, "application/json", gzipped, count, fault)
+
+    def _capture(self, body: bytes | _Rejection, gzipped: bool) -> tuple[int, bytes, int]:
+        """Validate and store the events: the status, the answer and how many events came."""
+        count = 0
+        try:
+            if isinstance(body, _Rejection):
+                raise body
             key, raw_events = _split(_decode(body, gzipped))
             count = len(raw_events)
             _check_key(key, raw_events)
@@ -385,10 +509,22 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _invalid("the batch is empty")
             self.server.owner.store.add([_validate(i, e) for i, e in enumerate(raw_events)])
         except _Rejection as rejection:
-            status, data = rejection.status, rejection.body()
-        else:
-            status, data = 200, b'{"status": 1}'
-        self._answer(status, data, "application/json", gzipped, count)
+            return rejection.status, rejection.body(), count
+        return 200, b'{"status": 1}', count
+
+    def _wait_out(self, fault: Fault) -> bool:
+        """Wait for the fault's hold and delay; False when the server went down meanwhile."""
+        released = self.server.released
+        if fault.hold is not None:
+            deadline = time.monotonic() + _MAX_HOLD
+            while not fault.hold.wait(_HOLD_POLL):
+                if released.is_set():
+                    return False
+                if time.monotonic() >= deadline:
+                    break
+        if fault.delay:
+            return not released.wait(fault.delay)
+        return not released.is_set()
 
     def _refuse(self) -> None:
         """Answer 405 on a capture route, 404 elsewhere."""
@@ -441,25 +577,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._body_size += len(chunk)
 
     def _answer(
-        self, status: int, body: bytes, content_type: str, gzipped: bool = False, events: int = 0
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        gzipped: bool = False,
+        events: int = 0,
+        fault: Fault | None = None,
     ) -> None:
+        self._note(status, gzipped, events, fault)
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        if status == 405:
+            headers["Allow"] = "POST"
+        if self.close_connection:
+            headers["Connection"] = "close"
+        for name, value in (fault.headers if fault is not None else {}).items():
+            for ours in [ours for ours in headers if ours.lower() == name.lower()]:
+                del headers[ours]
+            headers[name] = value
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _note(self, status: int, gzipped: bool, events: int, fault: Fault | None) -> None:
+        """Record this request in `LocalServer.requests`."""
         headers = {
             name.lower(): "[redacted]" if name.lower() in _REDACTED_HEADERS else value
             for name, value in self.headers.items()
         }
         path = urlsplit(self.path).path
-        size = self._body_size
-        record = RequestRecord(self.command, path, status, headers, size, gzipped, events)
+        label = fault._label() if fault is not None else None
+        record = RequestRecord(
+            self.command, path, status, headers, self._body_size, gzipped, events, label
+        )
         self.server.owner._record(record)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 405:
-            self.send_header("Allow", "POST")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The default line repeats the raw request line; log the path without its query.
@@ -478,6 +631,9 @@ class LocalServer:
     background thread, `serve_forever` in the foreground. Events go to *store*, or to an
     `EventStore` opened in *data_dir* (see `default_data_dir`), which `stop` then closes.
     With ``quiet=False`` each request is logged to stderr, without its key.
+
+    For tests of a client's failure handling, `inject` scripts faults (see `Fault`) for the
+    next capture requests, and `down` and `up` take the server off its port and put it back.
     """
 
     def __init__(
@@ -499,9 +655,16 @@ class LocalServer:
         self._lock = threading.Lock()
         self._records: deque[RequestRecord] = deque(maxlen=_MAX_RECORDS)
         self._connections: set[socket.socket] = set()
+        self._script: deque[Fault] = deque()  # guarded by _lock, as are the two below
+        self._standing: Fault | None = None
+        self._waiters = 0  # requests in a fault's wait, guarded by _lock
+        self._no_waiters = threading.Condition(self._lock)
+        self._lifecycle = threading.Lock()  # serialises start, up, down and stop
         self._thread: threading.Thread | None = None
-        self._serving = False
+        self._serving = False  # a serve_forever loop runs, or was started, on the socket
+        self._up = True  # the socket is open
         self._stopped = False
+        self._finished = threading.Event()  # set once stop has run
         try:
             self._httpd = _HTTPServer((host, port), self)
         except BaseException:
@@ -531,35 +694,72 @@ class LocalServer:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """The last 1000 requests answered, oldest first."""
+        """The last 1000 requests received, oldest first."""
         with self._lock:
             return list(self._records)
 
+    @property
+    def is_up(self) -> bool:
+        """Whether the server listens on its port: from creation, or `up`, until `down` or
+        `stop`."""
+        return self._up
+
     def start(self) -> LocalServer:
-        """Serve on a background daemon thread and return at once (the socket is listening)."""
-        with self._lock:
-            if self._stopped:
-                raise RuntimeError("this LocalServer was stopped; create a new one")
-            if self._serving:
-                return self
-            self._serving = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"posthog-logging-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        """Serve on a background daemon thread and return at once (the socket is listening).
+
+        Does nothing when already serving; after `down`, it is `up`.
+        """
+        self.up()
         return self
 
+    def up(self) -> None:
+        """Listen again, after `down`, on the same host and port, and serve on a background
+        daemon thread; the events stored and requests recorded meanwhile are kept.
+
+        Does nothing when already up and serving. Raises `RuntimeError` after `stop`, and
+        `OSError` when something else took the port while the server was down.
+        """
+        with self._lifecycle:
+            if self._stopped:
+                raise RuntimeError("this LocalServer was stopped; create a new one")
+            self._bind()
+            if self._serving:
+                return
+            self._serving = True
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"posthog-logging-server-{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def down(self) -> None:
+        """Stop accepting, as a server that crashed or was taken off the network: close the
+        listening socket and every open connection, so that new connections are refused.
+
+        Requests waiting on a `Fault` (hold or delay) are ended by closing their connection,
+        unanswered. The store, the recorded requests and the injected faults are kept, and
+        `up` listens again on the same port. Does nothing when already down.
+        """
+        with self._lifecycle:
+            if not self._stopped and self._up:
+                self._close()
+
     def serve_forever(self) -> None:
-        """Serve in the calling thread until `stop` is called from another one or Ctrl-C."""
-        with self._lock:
+        """Serve in the calling thread until `stop` is called from another one or Ctrl-C.
+
+        After `down` it returns only at `stop` (or Ctrl-C); `up` serves on a background thread.
+        """
+        with self._lifecycle:
             if self._stopped or self._serving:
                 raise RuntimeError("this LocalServer is already serving or was stopped")
+            self._bind()
             self._serving = True
+            httpd = self._httpd
         try:
-            self._httpd.serve_forever(poll_interval=0.05)
+            httpd.serve_forever(poll_interval=0.05)
+            self._finished.wait()  # down() ended the loop early; wait for stop()
         except KeyboardInterrupt:
             pass
         finally:
@@ -568,25 +768,48 @@ class LocalServer:
     def stop(self) -> None:
         """Stop serving, close the socket and open connections, and close an owned store.
 
-        Calling it again does nothing.
+        Requests waiting on a `Fault` are ended by closing their connection. Calling it again,
+        or after `down`, does nothing more.
         """
-        with self._lock:
+        with self._lifecycle:
             if self._stopped:
                 return
             self._stopped = True
-            serving = self._serving
-        if serving:
-            self._httpd.shutdown()  # returns once serve_forever has
-        self._httpd.server_close()
+            if self._up:
+                self._close()
+            if self._owns_store:
+                self._store.close()
+        self._finished.set()
+
+    def inject(self, *faults: Fault, times: int | None = 1) -> None:
+        """Script *faults* for the next POSTs to capture routes, after those already scripted.
+
+        Each such request takes the next scripted fault, in order; *times* repeats the whole
+        sequence (``inject(a, b, times=2)`` scripts a, b, a, b). With ``times=None`` the one
+        fault given becomes the standing fault, met by every request once the script has run
+        out, until `clear_faults` (a later standing fault replaces it). Requests that find no
+        fault are served normally; ``GET /`` and other routes are never faulted.
+        """
+        if not faults:
+            raise TypeError("inject() needs at least one Fault")
+        for fault in faults:
+            if not isinstance(fault, Fault):
+                raise TypeError(f"inject() takes Fault objects, not {fault!r}")
+        if times is None and len(faults) != 1:
+            raise ValueError("a standing fault (times=None) is a single Fault")
+        if times is not None and (type(times) is not int or times < 0):
+            raise ValueError(f"times must be None or an int >= 0, not {times!r}")
         with self._lock:
-            connections = list(self._connections)
-        for connection in connections:  # idle keep-alive connections would be served on
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        if self._owns_store:
-            self._store.close()
+            if times is None:
+                self._standing = faults[0]
+            else:
+                self._script.extend(faults * times)
+
+    def clear_faults(self) -> None:
+        """Forget every scripted fault and the standing one: requests are served normally."""
+        with self._lock:
+            self._script.clear()
+            self._standing = None
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -621,8 +844,8 @@ class LocalServer:
     ) -> list[dict[str, Any]]:
         """Wait until at least *n* stored events match the filters and return all that match.
 
-        Raises `TimeoutError`, saying how many arrived and what the server answered, when
-        *timeout* seconds pass first.
+        Raises `TimeoutError`, saying how many arrived, what the server answered and which
+        injected faults are left, when *timeout* seconds pass first.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -635,10 +858,18 @@ class LocalServer:
         filters = {"event": event, "distinct_id": distinct_id, "since": since}
         wanted = ", ".join(f"{k}={v!r}" for k, v in filters.items() if v is not None)
         statuses = Counter(record.status for record in self.requests)
-        answered = ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items()))
+        answered = ", ".join(
+            f"{count} x {status or 'no answer'}" for status, count in sorted(statuses.items())
+        )
+        with self._lock:
+            scripted, standing = len(self._script), self._standing is not None
+        pending = [f"{scripted} scripted"] if scripted else []
+        pending += ["a standing fault"] if standing else []
         raise TimeoutError(
             f"waited {timeout:g}s for {n} event(s){f' matching {wanted}' if wanted else ''}:"
             f" {len(found)} arrived; requests answered: {answered or 'none'}"
+            + (f"; injected faults left: {' and '.join(pending)}" if pending else "")
+            + ("" if self._up else "; the server is down")
         )
 
     def clear(self) -> None:
@@ -647,13 +878,60 @@ class LocalServer:
         with self._lock:
             self._records.clear()
 
+    def _bind(self) -> None:
+        """Open a new listening socket on the same address if down. Hold `_lifecycle`."""
+        if not self._up:
+            self._httpd = _HTTPServer((self.host, self.port), self)
+            self._up, self._serving = True, False
+
+    def _close(self) -> None:
+        """Close the listening socket and every connection, ending fault waits. Hold
+        `_lifecycle`."""
+        httpd, serving, thread = self._httpd, self._serving, self._thread
+        self._up = self._serving = False
+        with self._lock:  # a connection tracked from now on is closed by _track
+            httpd.released.set()
+        if serving:
+            httpd.shutdown()  # returns once serve_forever has
+        httpd.server_close()
+        with self._no_waiters:  # released waits end at once: recorded, then closed
+            self._no_waiters.wait_for(lambda: self._waiters == 0, timeout=_RELEASE_WAIT)
+            connections = list(self._connections)
+        for connection in connections:  # idle keep-alive connections would be served on
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self._thread = None
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._script.popleft() if self._script else self._standing
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Count a request in a fault's wait, for `_close` to let it end first."""
+        with self._lock:
+            self._waiters += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                self._no_waiters.notify_all()
+
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
             self._records.append(record)
 
-    def _track(self, connection: socket.socket, *, add: bool) -> None:
+    def _track(
+        self, connection: socket.socket, *, add: bool, released: threading.Event | None = None
+    ) -> None:
         with self._lock:
-            if add:
-                self._connections.add(connection)
-            else:
+            if not add:
                 self._connections.discard(connection)
+            elif released is not None and released.is_set():  # accepted as the server went down
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            else:
+                self._connections.add(connection)

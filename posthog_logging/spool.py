@@ -1,0 +1,283 @@
+"""The disk spool: events that could not be delivered, kept in files until they can be.
+
+A :class:`Spool` belongs to one client. It appends batches of already-serialised events to
+*segment* files in a directory, one line per event, each line carrying a CRC-32 of the
+event so that a line torn by a crash (or damaged on disk) is recognised and skipped
+rather than sent or fatal. Segments are replayed oldest first, by any client of the same
+project and host, then deleted; PostHog deduplicates on the event's uuid, so an event sent
+twice after a crash mid-replay is stored once.
+
+Files are private to the user (directory 0700, files 0600). A file's name carries a
+one-way hash of the host and API key, never the key itself, so that clients of different
+projects sharing a directory never send each other's events. Segments being written or
+replayed are locked with ``flock``, so processes sharing a directory (gunicorn workers,
+say) never replay a segment another one is still writing or already replaying, and a
+lock dies with its process.
+
+The directory is bounded by ``max_bytes``: to make room, the oldest unlocked segments
+are deleted and their events counted as dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import pathlib
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = ["Segment", "Spool", "SpoolStats"]
+
+SUFFIX = ".spool"
+#: A segment is closed and a new one started past this size.
+SEGMENT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class SpoolStats:
+    """What a write or a read had to give up, for the client's counters."""
+
+    dropped_full: int = 0
+    """Events deleted with the oldest segments to keep the directory under its bound."""
+    refused: int = 0
+    """Events not written: they could not fit under the bound."""
+    corrupt: int = 0
+    """Lines skipped on replay: torn by a crash or damaged."""
+
+
+class Segment:
+    """A segment claimed for replay: its events, and the lock that keeps it ours."""
+
+    def __init__(self, path: pathlib.Path, fd: int, events: list[bytes]) -> None:
+        self.path = path
+        self.events = events
+        self._fd: int | None = fd
+
+    def remove(self) -> None:
+        """Delete the file: its events were delivered (or are accounted for elsewhere)."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.release()
+
+    def release(self) -> None:
+        """Give the segment back, undeleted, for a later replay."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.path.name} events={len(self.events)}>"
+
+
+class Spool:
+    """Append-only segment files under ``directory`` for one host and API key."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        host: str,
+        api_key: str,
+        max_bytes: int,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> None:
+        self.directory = pathlib.Path(directory).expanduser()
+        self.max_bytes = max_bytes
+        self.segment_bytes = min(segment_bytes, max(1, max_bytes // 4))
+        digest = hashlib.sha256(f"{host}\n{api_key}".encode()).hexdigest()
+        self.prefix = f"events-{digest[:16]}"
+        self._counter = itertools.count()
+        self._fd: int | None = None
+        self._path: pathlib.Path | None = None
+        self._size = 0
+
+    def __repr__(self) -> str:
+        return f"<Spool {str(self.directory)!r}>"
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self, events: Sequence[bytes]) -> SpoolStats:
+        """Append ``events`` (each one event's JSON) to the current segment.
+
+        Raises ``OSError`` when the directory cannot be written; the caller counts the
+        events as lost. Makes room first by deleting the oldest segments.
+        """
+        stats = SpoolStats()
+        if not events:
+            return stats
+        data = b"".join(_frame(event) for event in events)
+        if len(data) > self.max_bytes:
+            stats.refused = len(events)
+            return stats
+        stats.dropped_full, fits = self._make_room(len(data))
+        if not fits:  # only segments other processes hold are left: refuse the newest
+            stats.refused = len(events)
+            return stats
+        if self._fd is None or self._size + len(data) > self.segment_bytes:
+            self._open_segment()
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(data)
+        return stats
+
+    def close(self) -> None:
+        """Close the current segment (flushed to disk): it becomes replayable."""
+        fd, self._fd, self._path = self._fd, None, None
+        self._size = 0
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's open segment without touching it."""
+        fd, self._fd, self._path = self._fd, None, None
+        self._size = 0
+        if fd is not None:
+            # The lock belongs to the file description the parent still holds open;
+            # closing our copy of the descriptor leaves it (and the parent's file) intact.
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _open_segment(self) -> None:
+        self.close()
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = f"{self.prefix}-{time.time_ns():020d}-{os.getpid()}-{next(self._counter)}{SUFFIX}"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+        _lock(fd, blocking=True)
+        self._fd, self._path, self._size = fd, path, 0
+
+    def _make_room(self, needed: int) -> tuple[int, bool]:
+        """Delete the oldest segments nobody holds until ``needed`` more bytes fit.
+
+        Returns the events deleted and whether the new bytes now fit.
+        """
+        segments = self.segments()
+        total = sum(size for _, size in segments)
+        dropped = 0
+        for path, size in segments:
+            if total + needed <= self.max_bytes:
+                break
+            if path == self._path:
+                self.close()  # our own segment is older than what comes next
+            fd = _open_locked(path)
+            if fd is None:
+                continue
+            try:
+                with os.fdopen(os.dup(fd), "rb") as file:
+                    dropped += file.read().count(b"\n")
+                path.unlink()
+                total -= size
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return dropped, total + needed <= self.max_bytes
+
+    # -- reading ---------------------------------------------------------------------
+
+    def segments(self) -> list[tuple[pathlib.Path, int]]:
+        """This spool's segment files with their sizes, oldest first."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return []
+        found = []
+        for entry in entries:
+            if entry.name.startswith(self.prefix + "-") and entry.name.endswith(SUFFIX):
+                with contextlib.suppress(OSError):
+                    found.append((pathlib.Path(entry.path), entry.stat().st_size))
+        return sorted(found, key=lambda item: item[0].name)
+
+    def has_segments(self) -> bool:
+        """Whether anything is on disk for this host and key, besides our own open segment."""
+        return any(path != self._path for path, _ in self.segments())
+
+    def claim(self, stats: SpoolStats) -> Segment | None:
+        """Lock and read the oldest segment nobody else holds; None when there is none.
+
+        Lines that fail their checksum (a torn last write) are skipped and counted in
+        ``stats.corrupt``.
+        """
+        for path, _ in self.segments():
+            if path == self._path:
+                continue
+            fd = _open_locked(path)
+            if fd is None:
+                continue
+            try:
+                with os.fdopen(os.dup(fd), "rb") as file:
+                    data = file.read()
+            except OSError:
+                os.close(fd)
+                continue
+            events, corrupt = _parse(data)
+            stats.corrupt += corrupt
+            return Segment(path, fd, events)
+        return None
+
+
+def _frame(event: bytes) -> bytes:
+    """One line: the event's CRC-32 in hex, a space, the event's JSON."""
+    return b"%08x %s\n" % (zlib.crc32(event), event)
+
+
+def _parse(data: bytes) -> tuple[list[bytes], int]:
+    events: list[bytes] = []
+    corrupt = 0
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        corrupt += 1  # the last write was torn: no newline
+        lines.pop()
+    for line in lines:
+        checksum, _, event = line.partition(b" ")
+        try:
+            valid = len(checksum) == 8 and int(checksum, 16) == zlib.crc32(event)
+        except ValueError:
+            valid = False
+        if valid:
+            events.append(event)
+        else:
+            corrupt += 1
+    return events, corrupt
+
+
+def _lock(fd: int, *, blocking: bool) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - no locks between processes there
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _open_locked(path: pathlib.Path) -> int | None:
+    """Open ``path`` and take its lock without waiting; None if it is gone or held."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    if not _lock(fd, blocking=False):
+        os.close(fd)
+        return None
+    if not path.exists():  # deleted by whoever held it before us
+        os.close(fd)
+        return None
+    return fd
