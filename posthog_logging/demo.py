@@ -4,7 +4,9 @@ It shows the whole path with nothing but this package: ``dictConfig`` sets up a
 console handler and a :class:`~posthog_logging.PostHogHandler`; a "checkout" runs in a
 context with identity, session and tags; marked log records become events; a logged
 exception and an exception leaving a context become ``$exception`` events; ordinary
-log lines stay log lines. Then it prints what the server received.
+log lines stay log lines. Then the server goes down while a second visitor shops and the
+application exits: the disk spool keeps those events, and the restarted application
+sends them first. Finally it prints what the server received.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from . import _default
 from .cli import format_events
+from .client import Client
 from .contexts import identify_context, new_context, set_context_session, tag
 from .events import uuid7
 from .server import LocalServer
@@ -78,11 +81,22 @@ def shop_session(user_id: str, session_id: str) -> None:
         log.info("checkout_completed", extra={"event": True, "order_id": "ord_1001"})
 
 
+def later_visit(user_id: str) -> None:
+    """A second, shorter visit: it happens while the server is down."""
+    with new_context():
+        identify_context(user_id)
+        set_context_session(uuid7())
+        tag("plan", "free")
+        log.info("page_viewed", extra={"event": True, "page": "/docs"})
+        log.info("signup_completed", extra={"event": True, "referrer": "newsletter"})
+
+
 def run_demo(data_dir: Path | None = None, port: int = 0) -> int:
     """Run the demo end to end and print what arrived. Returns an exit status."""
     started = time.time()
     with LocalServer("127.0.0.1", port, data_dir=data_dir) as server:
         print(f"local PostHog-compatible server on {server.url} (data: {server.store.path})\n")
+        spool_dir = server.store.path.parent / "spool"
         logging.config.dictConfig(
             {
                 "version": 1,
@@ -106,6 +120,7 @@ def run_demo(data_dir: Path | None = None, port: int = 0) -> int:
                         "api_key": DEMO_API_KEY,
                         "host": server.url,
                         "flush_interval": 0.2,
+                        "spool_dir": str(spool_dir),
                     },
                 },
                 "root": {"level": "INFO", "handlers": ["console", "posthog"]},
@@ -117,18 +132,31 @@ def run_demo(data_dir: Path | None = None, port: int = 0) -> int:
 
         client = _default.get_client()
         client.flush(10)
-        stats = client.stats
+        sent = client.stats.sent
+
+        print("\nthe server goes down; another visitor shops, and the application exits:")
+        server.down()
+        later_visit("user_7")
+        client.shutdown(1)
+        spooled = client.stats.spooled
+        print(f"  {spooled} events kept in the spool ({spool_dir})")
+        server.up()
+        print("the server is back; the application starts again and sends the spool first")
+        restarted = Client(DEMO_API_KEY, host=server.url, spool_dir=spool_dir)
         try:
-            arrived = server.wait_for_events(stats.sent, timeout=10, since=started)
+            arrived = server.wait_for_events(sent + spooled, timeout=10, since=started)
         except TimeoutError as exc:
             print(f"\n{exc}")
             return 1
+        restarted.shutdown(5)
+        stats, again = client.stats, restarted.stats
 
         print(f"\nwhat PostHog received ({len(arrived)} events):\n")
         print(format_events(arrived))
         print(
-            f"\nsent {stats.sent}, dropped {stats.dropped_total}, failed {stats.failed}. "
-            f"Session {session_id}."
+            f"\nsent {stats.sent}, spooled {stats.spooled} and sent after the restart "
+            f"{again.sent}, dropped {stats.dropped_total + again.dropped_total}, "
+            f"failed {stats.failed + again.failed}. Session {session_id}."
         )
         print(
             "List them again: python -m posthog_logging events"
@@ -136,7 +164,8 @@ def run_demo(data_dir: Path | None = None, port: int = 0) -> int:
         )
         logging.getLogger().handlers.clear()
         _default.reset()
-    return 0 if stats.sent and not stats.failed else 1
+    ok = stats.sent and again.sent == stats.spooled and not (stats.failed or again.failed)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

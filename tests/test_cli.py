@@ -117,8 +117,11 @@ class TestDemo:
             "TimeoutError: mail server did not answer",
             "user_42",
             '"[Filtered]"',
-            "sent 5, dropped 0, failed 0",
+            "2 events kept in the spool",
+            "signup_completed",
+            "user_7",
+            "sent 5, spooled 2 and sent after the restart 2, dropped 0, failed 0",
         ):
             assert expected in out
         assert "cart has 3 items" in out  # an ordinary line: logged...
-        assert "what PostHog received (5 events)" in out  # ...but not an event
+        assert "what PostHog received (7 events)" in out  # ...but not an event
