@@ -62,9 +62,9 @@ SPOOL_CHECK_INTERVAL = 5.0
 #: With a spool, sending stops this long (at most a tenth of the timeout) before a
 #: shutdown deadline, to leave time for writing what is left to disk.
 SPOOL_RESERVE = 0.5
-#: How long shutdown() waits for the sender past the deadline before counting its
-#: events as lost (it only needs that long if a hook of the user's hangs).
-JOIN_GRACE = 0.5
+#: How long shutdown() waits for the sender past the deadline, for it to finish its
+#: last step; past that, shutdown() accounts for what the sender holds itself.
+JOIN_GRACE = 0.05
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
 
@@ -96,7 +96,7 @@ class Stats:
     accepted; ``retried`` the requests sent again; ``failed`` events the server refused
     or that ran out of retries; ``dropped`` events discarded before sending, by reason;
     ``pending`` events still in memory; ``spooled`` events written to the disk spool and
-    ``replayed`` events read back from it to be sent again.
+    ``replayed`` events from the spool that were then sent (they count in ``sent`` too).
     """
 
     enqueued: int
@@ -124,19 +124,21 @@ class _FlushMarker:
 
 
 class _Replay:
-    """A spool segment being sent again: deleted once all of its batches are done."""
+    """A spool segment being sent again: deleted once all of its batches are done,
+    given back whole if the server fails again."""
 
-    __slots__ = ("outstanding", "segment")
+    __slots__ = ("given_back", "outstanding", "segment")
 
     def __init__(self, segment: Segment, outstanding: int) -> None:
         self.segment = segment
         self.outstanding = outstanding
+        self.given_back = False
 
 
 class _Batch:
     """Events sent together, with their retry state (the same uuids on every try)."""
 
-    __slots__ = ("attempts", "delivered", "events", "not_before", "replay", "size")
+    __slots__ = ("attempts", "counted_lost", "delivered", "events", "not_before", "replay", "size")
 
     def __init__(self, events: list[bytes], size: int, replay: _Replay | None = None) -> None:
         self.events = events
@@ -145,6 +147,7 @@ class _Batch:
         self.not_before = 0.0  # monotonic time of the next try
         self.replay = replay
         self.delivered = False
+        self.counted_lost = False  # by shutdown(), while it was in flight
 
 
 _STOP = object()
@@ -281,11 +284,15 @@ class Client:
         self._next_spool_check = 0.0
         self._shutdown_ok = True
         self._spool_reserve = 0.0
+        self._in_flight: _Batch | None = None
 
     def _after_fork_in_child(self) -> None:
         # The parent's pending events are the parent's to send: start empty, with a
         # fresh sender and no inherited sockets.
         closed = self._closed
+        for item in self._backlog:  # segments the parent is replaying stay the parent's
+            if isinstance(item, _Batch) and item.replay is not None:
+                item.replay.segment.release()
         self._reset_state()
         self._closed = closed
         self._transport.reset_after_fork()
@@ -472,8 +479,9 @@ class Client:
         else:
             self._run_inline(deadline + JOIN_GRACE, until=self._finished)
         if not self._finished.is_set():
-            # The sender is stuck past its deadline (a hook that never returns, say):
-            # account for what it holds rather than wait any longer.
+            # The sender is stuck past the deadline: in a request that began before
+            # shutdown() was called, or in a hook that does not return. Account for
+            # what it holds here rather than wait any longer.
             self._abandon()
         self._transport.close()
         return self._shutdown_ok
@@ -610,6 +618,7 @@ class Client:
 
     def _run(self) -> None:
         _local.active = True
+        self._replay_spooled(first=True)  # what an earlier run left goes before anything new
         while True:
             self._wake.wait(self._wait_time())
             self._wake.clear()
@@ -647,6 +656,8 @@ class Client:
 
     def _cycle(self) -> bool:
         """One round: take new events, send what is due. True once stopped for good."""
+        if self._finished.is_set():
+            return True
         try:
             self._take()
             if self._open and (
@@ -680,7 +691,9 @@ class Client:
             if isinstance(item, PendingEvent):
                 with self._stats_lock:
                     self._dequeued += 1
+                self._memory_events += 1  # still counted against the bound while it is built
                 built = self._build(item)
+                self._memory_events -= 1
                 if built is not None:
                     self._add(built.payload)
             elif isinstance(item, _FlushMarker):
@@ -716,7 +729,7 @@ class Client:
     def _send_due(self) -> None:
         """Send batches from the head of the backlog while they are due and succeed."""
         backlog = self._backlog
-        while backlog:
+        while backlog and not self._finished.is_set():
             head = backlog[0]
             if isinstance(head, _FlushMarker):
                 backlog.popleft()
@@ -739,12 +752,19 @@ class Client:
             if remaining <= 0:
                 return [batch]
             timeout = min(timeout, remaining)
+        self._in_flight = batch
         result = self._transport.send(batch.events, format_timestamp(time.time()), timeout)
+        self._in_flight = None
+        if self._finished.is_set():
+            self._late_answer(batch, result)
+            return []
         if result.ok:
             self._healthy = True
             batch.delivered = True
             with self._stats_lock:
                 self._sent += len(batch.events)
+                if batch.replay is not None:
+                    self._replayed += len(batch.events)
             logger.debug("posthog_logging: sent %d events", len(batch.events))
             self._release(batch)
             return []
@@ -760,6 +780,12 @@ class Client:
             self._give_up(batch, "refused", result)
             return []
         self._healthy = False
+        if batch.replay is not None:
+            # Still down: the segment stays on disk as it is, to be tried again later,
+            # rather than being retried from memory and written out again.
+            self._give_back(batch.replay)
+            self._release(batch)
+            return []
         batch.attempts += 1
         if batch.attempts > self.max_retries:
             if self._spool is not None and not self.sync_mode:
@@ -803,7 +829,7 @@ class Client:
         replay = batch.replay
         if replay is not None:
             replay.outstanding -= 1
-            if replay.outstanding == 0:
+            if replay.outstanding == 0 and not replay.given_back:
                 replay.segment.remove()
 
     def _give_up(self, batch: _Batch, why: str, result: SendResult) -> None:
@@ -874,19 +900,25 @@ class Client:
                 count=outcome.corrupt,
             )
 
-    def _replay_spooled(self) -> None:
-        """When the backlog is empty and the server answers, send a spooled segment."""
+    def _replay_spooled(self, first: bool = False) -> None:
+        """Send a spooled segment: when the sender starts, and whenever it has nothing
+        else to send (at most every SPOOL_CHECK_INTERVAL while the server is failing:
+        the segment's first batch is then the probe that tells whether it is back)."""
         spool = self._spool
-        if spool is None or not self._healthy:
+        if spool is None:
             return
-        if any(isinstance(item, _Batch) for item in self._backlog) or self._open:
+        if not first and (any(isinstance(i, _Batch) for i in self._backlog) or self._open):
             return
         now = time.monotonic()
         if now < self._next_spool_check:
             return
-        spool.close()  # what we spooled ourselves becomes sendable
+        if not self._healthy:
+            self._next_spool_check = now + SPOOL_CHECK_INTERVAL
         outcome = SpoolStats()
         segment = spool.claim(outcome)
+        if segment is None and spool.writing:
+            spool.close()  # what we spooled ourselves becomes sendable
+            segment = spool.claim(outcome)
         self._count_spool(outcome)
         if segment is None:
             self._next_spool_check = now + SPOOL_CHECK_INTERVAL
@@ -894,8 +926,6 @@ class Client:
         if not segment.events:
             segment.remove()
             return
-        with self._stats_lock:
-            self._replayed += len(segment.events)
         batches: list[_Batch] = []
         replay = _Replay(segment, 0)
         events: list[bytes] = []
@@ -911,8 +941,20 @@ class Client:
         for batch in batches:
             self._memory_events += len(batch.events)
             self._memory_bytes += batch.size
-        self._backlog.extend(batches)
+        if first:
+            self._backlog.extendleft(reversed(batches))
+        else:
+            self._backlog.extend(batches)
         self._wake.set()
+
+    def _give_back(self, replay: _Replay) -> None:
+        """Put a segment being replayed back on disk, whole; forget its batches here."""
+        replay.given_back = True
+        self._next_spool_check = time.monotonic() + SPOOL_CHECK_INTERVAL
+        for batch in [b for b in self._backlog if isinstance(b, _Batch) and b.replay is replay]:
+            self._backlog.remove(batch)
+            self._release(batch)
+        replay.segment.release()
 
     # -- stopping --------------------------------------------------------------------
 
@@ -945,7 +987,11 @@ class Client:
         markers = [item for item in self._backlog if isinstance(item, _FlushMarker)]
         self._backlog.clear()
         for batch in leftover:
-            if self._spool is not None:
+            if batch.replay is not None:
+                if not batch.replay.given_back:
+                    self._give_back(batch.replay)
+                self._release(batch)
+            elif self._spool is not None:
                 self._spill(batch)
             else:
                 lost += len(batch.events)
@@ -965,20 +1011,47 @@ class Client:
         self._finished.set()
 
     def _abandon(self) -> None:
-        """shutdown() could not wait any longer: count everything still held as lost."""
-        if self._finished.is_set():
-            return
+        """shutdown() could not wait any longer for the sender: spool or count, from this
+        thread, everything the sender holds. The sender stops at its next step."""
         self._finished.set()
-        held = self._memory_events + sum(
-            1 for item in list(self._queue) if isinstance(item, PendingEvent)
-        )
         self._shutdown_ok = False
+        batches = [item for item in list(self._backlog) if isinstance(item, _Batch)]
+        in_flight = self._in_flight
+        if in_flight is not None and in_flight not in batches:
+            batches.insert(0, in_flight)
+        if self._open:
+            batches.append(_Batch(list(self._open), self._open_size))
+        pending = [item for item in list(self._queue) if isinstance(item, PendingEvent)]
+        with self._stats_lock:
+            self._dequeued += len(pending)
+        if self._spool is not None:
+            built = [b.payload for b in map(self._build, pending) if b is not None]
+            if built:
+                batches.append(_Batch(built, sum(len(e) + 1 for e in built)))
+            for batch in batches:
+                if batch.replay is not None:
+                    batch.replay.given_back = True
+                    batch.replay.segment.release()
+                else:
+                    self._spill(batch)
+            self._spool.close()
+            return
+        held = sum(len(batch.events) for batch in batches) + len(pending)
+        for batch in batches:
+            batch.counted_lost = True
         if held:
             self._drop(
                 "shutdown_timeout",
                 f"{held} events not sent before the shutdown deadline",
                 count=held,
             )
+
+    def _late_answer(self, batch: _Batch, result: SendResult) -> None:
+        """A request answered after shutdown() gave up on it: correct the counters."""
+        if result.ok and batch.counted_lost:
+            with self._stats_lock:
+                self._sent += len(batch.events)
+                self._dropped["shutdown_timeout"] -= len(batch.events)
 
 
 class _NoTags:

@@ -132,6 +132,11 @@ class Spool:
         self._size += len(data)
         return stats
 
+    @property
+    def writing(self) -> bool:
+        """Whether a segment of ours is open for writing (and locked)."""
+        return self._fd is not None
+
     def close(self) -> None:
         """Close the current segment (flushed to disk): it becomes replayable."""
         fd, self._fd, self._path = self._fd, None, None
