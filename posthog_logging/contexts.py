@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
+from .serialisation import as_text
+
 __all__ = [
     "ContextState",
     "current_state",
@@ -118,13 +120,13 @@ def _evolve(state: ContextState, **changes: Any) -> ContextState:
 
 def identify_context(distinct_id: str) -> None:
     """Identify the current context (and the contexts it opens) with ``distinct_id``."""
-    value = None if distinct_id is None else str(distinct_id)
+    value = None if distinct_id is None else as_text(distinct_id)
     _replace_inside_context("identify_context", distinct_id=value or None)
 
 
 def set_context_session(session_id: str) -> None:
     """Set the session id (sent as ``$session_id``) of the current context."""
-    value = None if session_id is None else str(session_id)
+    value = None if session_id is None else as_text(session_id)
     _replace_inside_context("set_context_session", session_id=value or None)
 
 
@@ -132,7 +134,7 @@ def tag(name: str, value: Any) -> None:
     """Add a tag to the current context; it is sent as a property of every event."""
     state = _state.get()
     tags = dict(state.tags)
-    tags[str(name)] = value
+    tags[as_text(name)] = value
     _replace_inside_context("tag", tags=MappingProxyType(tags))
 
 

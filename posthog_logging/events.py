@@ -37,7 +37,7 @@ from typing import Any
 from ._version import __version__
 from .contexts import ContextState
 from .exceptions import ExceptionSnapshot, InAppRules, build_exception_list
-from .serialisation import MAX_STRING_LENGTH, Redactor, dumps, to_jsonable
+from .serialisation import MAX_STRING_LENGTH, Redactor, as_text, dumps, to_jsonable
 
 __all__ = [
     "LIB_NAME",
@@ -92,9 +92,14 @@ def format_timestamp(value: float | dt.datetime) -> str:
 
 
 def choose_distinct_id(explicit: Any, context: ContextState) -> str | None:
-    """The one rule for whose event this is: explicit, else the context's, else None."""
-    if explicit is not None and explicit != "":
-        return explicit if isinstance(explicit, str) else str(explicit)
+    """The one rule for whose event this is: explicit, else the context's, else None.
+
+    A non-string id is sent as its text; one whose text is empty counts as not given.
+    """
+    if explicit is not None:
+        text = as_text(explicit)
+        if text:
+            return text
     return context.distinct_id
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_REDACT_KEYS",
     "FILTERED",
     "Redactor",
+    "as_text",
     "dumps",
     "to_jsonable",
 ]
@@ -128,6 +129,17 @@ def _key(key: Any) -> str:
     if key is None or isinstance(key, (bool, int, float)):
         return json.dumps(key) if not isinstance(key, float) or math.isfinite(key) else str(key)
     return _safe_str(key)
+
+
+def as_text(value: Any) -> str:
+    """``str(value)`` that never raises: integers past Python's digit limit in hex, an
+    object whose ``__str__`` fails as its default ``repr``. For identifiers (distinct_ids,
+    session ids), which must be text on the wire."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _huge_int(value)
+    return _safe_str(value)
 
 
 def _safe_str(value: Any) -> str:

@@ -136,14 +136,14 @@ class Transport:
 
 def _error_detail(response: requests.Response, secret: str) -> str | None:
     try:
-        text = response.text[:500]
+        text = response.text[:65536]
     except Exception:
         return None
+    if secret:  # a proxy could echo the body back: never let the key into a log line
+        text = text.replace(secret, "[Filtered]")
     try:
         detail = json.loads(text).get("detail")
         text = str(detail) if detail else ""
     except (ValueError, AttributeError):
         pass
-    if secret:  # a proxy could echo the body back: never let the key into a log line
-        text = text.replace(secret, "[Filtered]")
     return text.strip()[:200] or None
