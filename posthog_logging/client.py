@@ -618,7 +618,10 @@ class Client:
 
     def _run(self) -> None:
         _local.active = True
-        self._replay_spooled(first=True)  # what an earlier run left goes before anything new
+        try:
+            self._replay_spooled(first=True)  # what an earlier run left goes before the new
+        except Exception:
+            logger.exception("posthog_logging: could not read the spool")
         while True:
             self._wake.wait(self._wait_time())
             self._wake.clear()
