@@ -11,19 +11,28 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from . import _default
+from ._bridge import (
+    ROUTED_KEYS,
+    STAMPS,
+    STRUCTLOG_RESERVED,
+    exception_of,
+    parse_level,
+    send_entry,
+    split_properties,
+    stamped_context,
+)
 from .client import Client, in_library_code
-from .contexts import ContextState, current_state
-from .events import ExceptionInfo
-from .exceptions import exception_level_name, mark_captured, snapshot_exception
+from .contexts import current_state
+from .exceptions import mark_captured, snapshot_exception
+from .serialisation import as_text
 
 __all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
 
@@ -33,33 +42,7 @@ DEFAULT_IGNORED_LOGGERS: tuple[str, ...] = ("posthog_logging", "urllib3", "reque
 
 #: Record attributes that are never properties: the standard LogRecord attributes
 #: (python-json-logger's list) and the stamps :class:`ContextFilter` adds.
-_STAMPS = frozenset(
-    {
-        "posthog_distinct_id",
-        "posthog_session_id",
-        "posthog_tags",
-        "posthog_exception",
-        "posthog_event_name",
-        "posthog_message",
-        "taskName",
-    }
-)
-_NOT_PROPERTIES = frozenset(RESERVED_ATTRS) | _STAMPS
-#: Extra keys with a meaning of their own, as in ``capture()``; ``$set`` and ``$set_once``
-#: stay in the properties, where PostHog reads them.
-_ROUTED_KEYS = frozenset({"distinct_id", "groups", "properties"})
-
-
-def _level(value: int | str, name: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        level = logging.getLevelName(value.strip().upper())
-        if isinstance(level, int):
-            return level
-    raise ValueError(
-        f"{name} must be a logging level (an int or a name like 'ERROR'), got {value!r}"
-    )
+_NOT_PROPERTIES = frozenset(RESERVED_ATTRS) | STAMPS | {"taskName"}
 
 
 def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -93,7 +76,7 @@ class ContextFilter(logging.Filter):
     ) -> None:
         super().__init__(name)
         self.event_key = event_key
-        self.exception_level = _level(exception_level, "exception_level")
+        self.exception_level = parse_level(exception_level, "exception_level")
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Stamp ``record``; always True."""
@@ -130,6 +113,11 @@ class PostHogHandler(logging.Handler):
     event ``signup``. ``logger.exception(...)`` (any record with ``exc_info`` at or above
     ``exception_level``) sends an ``$exception`` event. Other records are ignored.
 
+    Entries structlog hands to logging through ``ProcessorFormatter.wrap_for_formatter``
+    are understood too: marked with ``structlog_event_key`` (``capture=True`` or an event
+    name), or carrying ``exc_info``. An entry the structlog processor already sent is
+    not sent again.
+
     Without ``client``, the handler uses the default client, unless ``api_key``,
     ``host`` or other client options are given: then it builds its own :class:`Client`
     (and it becomes the default client if none was configured). All arguments are
@@ -146,15 +134,17 @@ class PostHogHandler(logging.Handler):
         event_key: str = "event",
         exception_level: int | str = logging.ERROR,
         ignore_loggers: Iterable[str] | str | None = DEFAULT_IGNORED_LOGGERS,
+        structlog_event_key: str = "capture",
         **client_options: Any,
     ) -> None:
         # Validate and build everything before Handler.__init__ registers the handler
         # with logging: a half-built handler would break logging.shutdown() later.
-        if not isinstance(event_key, str) or not event_key:
-            raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
+        for option, key in (("event_key", event_key), ("structlog_event_key", structlog_event_key)):
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"{option} must be a non-empty str, got {key!r}")
         if client is not None and (api_key or host or client_options):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
-        exception_level = _level(exception_level, "exception_level")
+        exception_level = parse_level(exception_level, "exception_level")
         ignored = _names(ignore_loggers)
         owns_client = client is None and bool(api_key or host or client_options)
         if owns_client:
@@ -163,7 +153,11 @@ class PostHogHandler(logging.Handler):
         self.event_key = event_key
         self.exception_level = exception_level
         self.ignore_loggers = ignored
-        self._not_properties = _NOT_PROPERTIES | _ROUTED_KEYS | {event_key}
+        self.structlog_event_key = structlog_event_key
+        self._not_properties = _NOT_PROPERTIES | ROUTED_KEYS | {event_key}
+        self._not_structlog_properties = (
+            STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {structlog_event_key}
+        )
         self._ignored: dict[str, bool] = {}
         self._guard = threading.local()
         self._owns_client = owns_client
@@ -191,9 +185,14 @@ class PostHogHandler(logging.Handler):
         No handler lock: the client is thread-safe, and the lock would serialise threads.
         """
         d = record.__dict__
-        if not d.get(self.event_key) and not (
-            record.levelno >= self.exception_level
-            and (record.exc_info or d.get("posthog_exception"))
+        if (
+            not d.get(self.event_key)
+            and not (
+                record.levelno >= self.exception_level
+                and (record.exc_info or d.get("posthog_exception"))
+            )
+            # one more check for the records left: an entry structlog wrapped for logging?
+            and (type(record.msg) is not dict or not self._structlog_entry_to_send(record))
         ):
             return False
         if in_library_code() or self._is_ignored(record.name):
@@ -224,91 +223,68 @@ class PostHogHandler(logging.Handler):
         with contextlib.suppress(Exception):
             self.client._drop(reason, "a log record could not be turned into an event")
 
+    def _structlog_entry_to_send(self, record: logging.LogRecord) -> bool:
+        entry: dict[str, Any] = record.msg  # type: ignore[assignment]
+        return "_logger" in record.__dict__ and bool(
+            entry.get(self.structlog_event_key)
+            or (record.levelno >= self.exception_level and entry.get("exc_info"))
+        )
+
     def _emit(self, record: logging.LogRecord) -> None:
         d = record.__dict__
-        context = self._context_of(d)
-        properties, distinct_id, groups = self._properties(d)
-        client = self.client
+        if type(record.msg) is dict and "_logger" in d:
+            return self._emit_structlog(record, record.msg)
         marker = d.get(self.event_key)
+        name = None
         if marker:
-            if isinstance(marker, str):
-                name = marker
-            else:
-                name = d.get("posthog_event_name") or str(record.msg)
-            if name:
-                client._capture(
-                    name, properties, distinct_id, groups, record.created, None, None, context
-                )
-            else:
-                client._drop("bad_event_name", "a marked log record had an empty event name")
-        if record.levelno < self.exception_level:
-            return
-        info = ExceptionInfo(
-            chain=(),
-            mechanism_type="logger",
-            handled=True,
-            level=exception_level_name(record.levelno),
+            name = (
+                marker
+                if isinstance(marker, str)
+                else d.get("posthog_event_name") or as_text(record.msg)
+            )
+        properties, distinct_id, groups = split_properties(d, self._not_properties)
+        stamped = d.get("posthog_exception")
+        exc_info = record.exc_info
+        send_entry(
+            self.client,
+            name=name,
+            properties=properties,
+            distinct_id=distinct_id,
+            groups=groups,
+            created=record.created,
+            context=stamped_context(d),
+            levelno=record.levelno,
+            exception_level=self.exception_level,
+            exception=exc_info[1] if exc_info else None,
+            snapshot=stamped,
+            message=lambda: d.get("posthog_message") or _message(record),
+            logger_name=record.name,
             source="python.logging",
         )
-        exc_props = dict(properties or {})
-        exc_props.update(
-            log_message=d.get("posthog_message") or _message(record),
+
+    def _emit_structlog(self, record: logging.LogRecord, entry: dict[str, Any]) -> None:
+        """An entry structlog wrapped for logging: its dict holds what extras would."""
+        marker = entry.get(self.structlog_event_key)
+        name = None
+        if marker:
+            name = marker if isinstance(marker, str) else as_text(entry.get("event", ""))
+        properties, distinct_id, groups = split_properties(entry, self._not_structlog_properties)
+        send_entry(
+            self.client,
+            name=name,
+            properties=properties,
+            distinct_id=distinct_id,
+            groups=groups,
+            created=record.created,
+            context=stamped_context(entry),
+            levelno=record.levelno,
+            exception_level=self.exception_level,
+            exception=exception_of(entry.get("exc_info")),
+            snapshot=None,
+            message=lambda: as_text(entry.get("event", "")),
             logger_name=record.name,
-            log_level=record.levelname.lower(),
+            source="python.structlog",
         )
-        stamped = d.get("posthog_exception")
-        if stamped is not None:
-            if stamped:
-                info = dataclasses.replace(info, chain=stamped)
-                client.capture_exception_info(
-                    None,
-                    info,
-                    exc_props,
-                    distinct_id=distinct_id,
-                    timestamp=record.created,
-                    context=context,
-                )
-            return
-        exc_info = record.exc_info
-        if exc_info and exc_info[1] is not None:
-            client.capture_exception_info(
-                exc_info[1],
-                info,
-                exc_props,
-                distinct_id=distinct_id,
-                timestamp=record.created,
-                context=context,
-            )
-
-    @staticmethod
-    def _context_of(d: Mapping[str, Any]) -> ContextState | None:
-        """The stamp left by :class:`ContextFilter`, or None to use this thread's context."""
-        if "posthog_tags" not in d:
-            return None
-        return ContextState(
-            distinct_id=d.get("posthog_distinct_id"),
-            session_id=d.get("posthog_session_id"),
-            tags=d.get("posthog_tags") or {},
-        )
-
-    def _properties(
-        self, d: Mapping[str, Any]
-    ) -> tuple[dict[str, Any] | None, Any, Mapping[str, Any] | None]:
-        props: dict[str, Any] = {}
-        nested = d.get("properties")
-        if isinstance(nested, Mapping):
-            props.update(nested)
-        elif nested is not None:  # not what capture() means by it: keep it as a property
-            props["properties"] = nested
-        # A set difference in C finds the few extras among ~25 standard attributes.
-        for name in d.keys() - self._not_properties:
-            if name[:1] != "_":
-                props[name] = d[name]
-        groups = d.get("groups")
-        if groups is not None and not isinstance(groups, Mapping):
-            props["groups"] = groups
-            groups = None
-        return props or None, d.get("distinct_id"), groups
 
     def flush(self) -> None:
         """Send what is queued (bounded by the client's ``shutdown_timeout``)."""
@@ -329,4 +305,4 @@ def _message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
     except Exception:  # bad %-args: keep the template rather than fail
-        return str(record.msg)
+        return as_text(record.msg)
