@@ -152,6 +152,9 @@ class _Batch:
 
 _STOP = object()
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+#: Set by :func:`posthog_logging.testing.capture_events`: every client sends there instead
+#: of over HTTP (and sends even without an API key).
+_recorder: Any = None
 
 
 class Client:
@@ -521,7 +524,7 @@ class Client:
     ) -> str | None:
         if self.disabled:
             return None
-        if self.api_key is None:
+        if self.api_key is None and _recorder is None:
             self._drop("no_api_key", "no API key configured; events are not sent")
             return None
         if self._closed:
@@ -756,7 +759,8 @@ class Client:
                 return [batch]
             timeout = min(timeout, remaining)
         self._in_flight = batch
-        result = self._transport.send(batch.events, format_timestamp(time.time()), timeout)
+        transport = self._transport if _recorder is None else _recorder
+        result = transport.send(batch.events, format_timestamp(time.time()), timeout)
         self._in_flight = None
         if self._finished.is_set():
             self._late_answer(batch, result)

@@ -1,0 +1,195 @@
+"""structlog processors: PostHog events and error tracking in structlog's own idiom.
+
+- :func:`merge_posthog_context` adds the current context (``posthog_distinct_id``,
+  ``posthog_session_id``, ``posthog_tags``) to the event dict, as
+  ``structlog.contextvars.merge_contextvars`` does for bound context variables.
+- :class:`PostHogProcessor` sends entries marked with ``capture=True`` (or
+  ``capture="event_name"``) as events, and entries with ``exc_info`` at or above the
+  exception level as ``$exception`` events; then hands the event dict on, unchanged but
+  for the marker it consumed, so rendering goes on::
+
+      structlog.configure(
+          processors=[
+              structlog.contextvars.merge_contextvars,
+              structlog.processors.add_log_level,
+              PostHogProcessor(),  # before format_exc_info / dict_tracebacks
+              structlog.processors.TimeStamper(fmt="iso"),
+              structlog.processors.format_exc_info,
+              structlog.processors.JSONRenderer(),
+          ]
+      )
+      log.info("page_viewed", capture=True, page="/pricing")
+
+Importing this module needs structlog (``pip install 'posthog-logging[structlog]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+try:
+    import structlog
+    from structlog.typing import EventDict, WrappedLogger
+except ImportError as exc:  # pragma: no cover - exercised without structlog installed
+    raise ImportError(
+        "posthog_logging.structlog needs structlog: pip install 'posthog-logging[structlog]'"
+    ) from exc
+
+from . import _default
+from ._bridge import (
+    ROUTED_KEYS,
+    STAMPS,
+    STRUCTLOG_RESERVED,
+    exception_of,
+    parse_level,
+    send_entry,
+    split_properties,
+    stamped_context,
+)
+from .client import Client, in_library_code
+from .contexts import current_state
+from .serialisation import as_text
+
+__all__ = ["PostHogProcessor", "merge_posthog_context"]
+
+_METHOD_LEVELS: dict[str, int] = {
+    **structlog.processors.NAME_TO_LEVEL,
+    "fatal": logging.CRITICAL,
+    "msg": logging.INFO,
+    "log": logging.INFO,
+}
+
+
+def merge_posthog_context(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    """Add the current context to ``event_dict``: ``posthog_distinct_id``,
+    ``posthog_session_id`` and ``posthog_tags``, each only when set.
+
+    Keys already in the entry win. With it in the chain, a rendered line shows whose it
+    is, and :class:`PostHogProcessor` (or ``PostHogHandler`` behind structlog's stdlib
+    integration) uses the context of the code that logged even if it runs elsewhere.
+    """
+    state = current_state()
+    if state.distinct_id is not None:
+        event_dict.setdefault("posthog_distinct_id", state.distinct_id)
+    if state.session_id is not None:
+        event_dict.setdefault("posthog_session_id", state.session_id)
+    if state.tags:
+        event_dict.setdefault("posthog_tags", dict(state.tags))
+    return event_dict
+
+
+class PostHogProcessor:
+    """Send marked entries as PostHog events and entries with an exception as ``$exception``.
+
+    An entry is an event when it carries ``event_key`` (default ``"capture"``, since
+    structlog's message is already called ``event``): ``True`` names the event after the
+    message, a string is the name. Its properties are the entry's keys, bound ones and
+    structlog context variables included, minus structlog's own (``event``, ``level``,
+    ``timestamp``, ``exc_info``, ...), ``_``-prefixed keys and the context stamps;
+    ``distinct_id``, ``groups`` and ``properties`` mean what they mean in ``capture()``.
+
+    An entry with ``exc_info`` (``True``, an exception, or a ``sys.exc_info()`` tuple) at
+    or above ``exception_level`` becomes an ``$exception`` event. The level comes from the
+    method name (``log.exception`` is ``error``). Put the processor before
+    ``format_exc_info`` / ``dict_tracebacks``, which replace ``exc_info`` with text.
+
+    The processor consumes the marker (it is not rendered, and a ``PostHogHandler``
+    further down does not send the entry again) and returns the event dict. It never
+    raises and never drops an entry.
+    """
+
+    __slots__ = ("_client", "_not_properties", "event_key", "exception_level")
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        event_key: str = "capture",
+        exception_level: int | str = "error",
+    ) -> None:
+        if not isinstance(event_key, str) or not event_key:
+            raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
+        if client is not None and not isinstance(client, Client):
+            raise TypeError(f"client must be a posthog_logging.Client, got {client!r}")
+        self._client = client
+        self.event_key = event_key
+        self.exception_level = parse_level(exception_level, "exception_level")
+        self._not_properties = STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {event_key}
+
+    def __repr__(self) -> str:
+        return f"PostHogProcessor(event_key={self.event_key!r})"
+
+    @property
+    def client(self) -> Client:
+        """The client events go to (the default client unless one was given)."""
+        return self._client if self._client is not None else _default.get_client()
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        marker = event_dict.pop(self.event_key, None)
+        exc_info = event_dict.get("exc_info")
+        if not marker and not exc_info:
+            return event_dict
+        levelno = _level_of(method_name, event_dict)
+        if (not marker and levelno < self.exception_level) or in_library_code():
+            return event_dict
+        try:
+            self._send(logger, marker, levelno, exc_info, event_dict)
+        except Exception:
+            with contextlib.suppress(Exception):  # even counting failed: stay silent
+                self.client._drop("handler_error", "a structlog entry could not become an event")
+        return event_dict
+
+    def _send(
+        self,
+        logger: WrappedLogger,
+        marker: Any,
+        levelno: int,
+        exc_info: Any,
+        event_dict: EventDict,
+    ) -> None:
+        entry = event_dict
+        bound = structlog.contextvars.get_contextvars()
+        if bound:  # context variables are properties even when not merged into the entry
+            entry = {**bound, **event_dict}
+        properties, distinct_id, groups = split_properties(entry, self._not_properties)
+        name = None
+        if marker:
+            name = marker if isinstance(marker, str) else as_text(event_dict.get("event", ""))
+        send_entry(
+            self.client,
+            name=name,
+            properties=properties,
+            distinct_id=distinct_id,
+            groups=groups,
+            created=time.time(),
+            context=stamped_context(event_dict),
+            levelno=levelno,
+            exception_level=self.exception_level,
+            exception=exception_of(exc_info) if exc_info else None,
+            snapshot=None,
+            message=lambda: as_text(event_dict.get("event", "")),
+            logger_name=_logger_name(logger, event_dict),
+            source="python.structlog",
+        )
+
+
+def _level_of(method_name: str, event_dict: EventDict) -> int:
+    """The entry's level: from ``add_log_level``'s ``level`` key if there, else the method."""
+    for name in (event_dict.get("level"), method_name):
+        if isinstance(name, str):
+            level = _METHOD_LEVELS.get(name.lower())
+            if level is not None:
+                return level
+    return logging.INFO
+
+
+def _logger_name(logger: WrappedLogger, event_dict: EventDict) -> str | None:
+    name = event_dict.get("logger") or event_dict.get("logger_name")
+    if name is None:
+        name = getattr(logger, "name", None)
+    return None if name is None else as_text(name)
