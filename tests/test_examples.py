@@ -65,6 +65,51 @@ class TestScripts:
         assert "[user_2]" in proc.stderr  # ContextFilter stamped the console lines
 
 
+class TestStructlogSetups:
+    def test_structlog_native(self, server: LocalServer) -> None:
+        """structlog_native.py: two events and one $exception, with identity, session, tags."""
+        proc = run_example("structlog_native.py", server)
+        events = server.wait_for_events(3)
+        assert sorted(e["event"] for e in events) == [
+            "$exception",
+            "checkout_completed",
+            "checkout_started",
+        ]
+        assert {e["distinct_id"] for e in events} == {"user_9"}
+        assert {e["properties"]["plan"] for e in events} == {"pro"}
+        assert {e["properties"]["request_id"] for e in events} == {"req_7f3a"}
+        [started] = [e for e in events if e["event"] == "checkout_started"]
+        assert started["properties"]["items"] == 2
+        assert started["properties"]["$session_id"] == "01929b3a-7f3a-7c3a-9c3a-3f3a7f3a7f3a"
+        assert '"capture"' not in proc.stdout  # the marker is consumed, not rendered
+        assert "ConnectionError: payment provider unreachable" in proc.stdout
+
+    def test_structlog_over_stdlib(self, server: LocalServer) -> None:
+        """structlog_over_stdlib.py: each entry once, although processor and handler see it."""
+        proc = run_example("structlog_over_stdlib.py", server)
+        events = server.wait_for_events(3)
+        assert sorted(e["event"] for e in events) == [
+            "$exception",
+            "legacy_call",
+            "project_renamed",
+        ]
+        assert sum(r.event_count for r in server.requests if r.status == 200) == 3
+        assert {e["distinct_id"] for e in events} == {"user_5"}
+        [error] = server.events(event="$exception")
+        assert error["properties"]["$exception_source"] == "python.structlog"
+        assert '"event": "project_renamed"' in proc.stderr  # rendered by ProcessorFormatter
+
+    def test_stdlib_rendered_by_structlog(self, server: LocalServer) -> None:
+        """stdlib_rendered_by_structlog.py: plain records are sent; structlog renders them."""
+        proc = run_example("stdlib_rendered_by_structlog.py", server)
+        events = server.wait_for_events(2)
+        assert sorted(e["event"] for e in events) == ["$exception", "report_exported"]
+        assert {e["distinct_id"] for e in events} == {"user_3"}
+        [error] = server.events(event="$exception")
+        assert error["properties"]["$exception_source"] == "python.logging"
+        assert "posthog_distinct_id=user_3" in proc.stderr
+
+
 class TestFlaskApp:
     @pytest.fixture
     def app_client(self, default_client: object) -> Iterator[Any]:
