@@ -686,8 +686,12 @@ class Client:
             logger.exception("posthog_logging: unexpected error in the sender")
             return False
 
-    def _take(self, limit: int = 10_000) -> None:
-        """Move events from the queue into batches, building them on the way."""
+    def _take(self, limit: int = 10_000, whole: bool = False) -> None:
+        """Move events from the queue into batches, building them on the way.
+
+        Unless ``whole``, it stops once a batch is ready to go: sending it then (which
+        waits on the network without the GIL) lets the threads that log run meanwhile.
+        """
         queue = self._queue
         for _ in range(limit):
             try:
@@ -700,8 +704,10 @@ class Client:
                 self._memory_events += 1  # still counted against the bound while it is built
                 built = self._build(item)
                 self._memory_events -= 1
-                if built is not None:
-                    self._add(built.payload)
+                if built is not None and self._add(built.payload) and not whole:
+                    head = self._backlog[0]
+                    if not isinstance(head, _Batch) or head.not_before <= time.monotonic():
+                        return
             elif isinstance(item, _FlushMarker):
                 self._seal()
                 self._backlog.append(item)
@@ -709,7 +715,8 @@ class Client:
                 self._seal()
                 self._stopping = True
 
-    def _add(self, payload: bytes) -> None:
+    def _add(self, payload: bytes) -> bool:
+        """Put an event in the batch being filled; True when that sealed the batch."""
         size = len(payload) + 1
         if self._open and self._open_size + size > MAX_BATCH_BYTES:
             self._seal()
@@ -717,13 +724,15 @@ class Client:
             self._spill_overflow(size)
         if self._memory_bytes + size > self.max_queue_bytes:
             self._drop("queue_full", "the queue is full (max_queue_bytes); events dropped")
-            return
+            return False
         self._open.append(payload)
         self._open_size += size
         self._memory_events += 1
         self._memory_bytes += size
         if len(self._open) >= self.flush_at:
             self._seal()
+            return True
+        return False
 
     def _seal(self) -> None:
         """Close the batch being filled: it joins the backlog, to be sent in turn."""
@@ -979,7 +988,7 @@ class Client:
         if self._finished.is_set():
             return  # shutdown() gave up on us and has counted everything
         if self._spool is not None:
-            self._take(limit=len(self._queue))  # built, to be written to disk
+            self._take(limit=len(self._queue), whole=True)  # built, to be written to disk
         lost = 0
         while self._queue:
             item = self._queue.popleft()
