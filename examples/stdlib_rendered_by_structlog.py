@@ -27,7 +27,9 @@ console.setFormatter(
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             merge_posthog_context,
-            structlog.stdlib.ExtraAdder(),
+            # Only the fields you want shown: all extras would include the "event"
+            # marker, which ExtraAdder would copy over structlog's message key.
+            structlog.stdlib.ExtraAdder(allow=["format", "rows"]),
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,

@@ -241,7 +241,7 @@ class Client:
             logger.setLevel(logging.DEBUG)
             if not logger.handlers:
                 logger.addHandler(logging.StreamHandler())
-        if self.api_key is None and not disabled:
+        if self.api_key is None and not disabled and _recorder is None:
             logger.warning(
                 "posthog_logging: no API key (pass api_key= or set POSTHOG_API_KEY); "
                 "nothing will be sent"

@@ -185,15 +185,19 @@ class PostHogHandler(logging.Handler):
         No handler lock: the client is thread-safe, and the lock would serialise threads.
         """
         d = record.__dict__
-        if (
-            not d.get(self.event_key)
-            and not (
-                record.levelno >= self.exception_level
-                and (record.exc_info or d.get("posthog_exception"))
-            )
-            # one more check for the records left: an entry structlog wrapped for logging?
-            and (type(record.msg) is not dict or not self._structlog_entry_to_send(record))
-        ):
+        try:
+            if (
+                not d.get(self.event_key)
+                and not (
+                    record.levelno >= self.exception_level
+                    and (record.exc_info or d.get("posthog_exception"))
+                )
+                # one more check for the records left: an entry structlog wrapped for logging?
+                and (type(record.msg) is not dict or not self._structlog_entry_to_send(record))
+            ):
+                return False
+        except Exception:  # a marker whose truth cannot be told, say
+            self._client_or_none_drop("handler_error")
             return False
         if in_library_code() or self._is_ignored(record.name):
             return False

@@ -130,14 +130,14 @@ class PostHogProcessor:
         return self._client if self._client is not None else _default.get_client()
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        marker = event_dict.pop(self.event_key, None)
-        exc_info = event_dict.get("exc_info")
-        if not marker and not exc_info:
-            return event_dict
-        levelno = _level_of(method_name, event_dict)
-        if (not marker and levelno < self.exception_level) or in_library_code():
-            return event_dict
         try:
+            marker = event_dict.pop(self.event_key, None)
+            exc_info = event_dict.get("exc_info")
+            if not marker and not exc_info:
+                return event_dict
+            levelno = _level_of(method_name, event_dict)
+            if (not marker and levelno < self.exception_level) or in_library_code():
+                return event_dict
             self._send(logger, marker, levelno, exc_info, event_dict)
         except Exception:
             with contextlib.suppress(Exception):  # even counting failed: stay silent

@@ -162,9 +162,12 @@ def capture_events() -> Iterator[CapturedEvents]:
     """
     recorder = CapturedEvents()
     previous = client_module._recorder
+    if previous is not None:
+        _flush_all()  # what an outer block captured so far stays the outer block's
     client_module._recorder = recorder
     try:
-        recorder.clear()  # what was queued before belongs to nobody here
+        if previous is None:
+            recorder.clear()  # what was queued before belongs to nobody: discarded
         yield recorder
         _flush_all()
     finally:
