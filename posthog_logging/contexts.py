@@ -192,6 +192,29 @@ class new_context:
             _state.set(parent)
 
 
+class restored:
+    """Run a block in a context with ``state`` (taken earlier with :func:`current_state`).
+
+    For work that continues a context after its ``with`` block has ended, such as a
+    streaming response produced after the request handler returned.
+    """
+
+    __slots__ = ("_state", "_token")
+
+    def __init__(self, state: ContextState) -> None:
+        self._state = state
+        self._token: contextvars.Token[ContextState] | None = None
+
+    def __enter__(self) -> ContextState:
+        self._token = _state.set(self._state)
+        return self._state
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _state.reset(self._token)
+            self._token = None
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
