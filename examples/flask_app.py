@@ -1,48 +1,42 @@
-"""A Flask app with one context per request: identity, session and tags for every event.
+"""A Flask app behind PostHogWSGIMiddleware: one context per request.
 
     python -m posthog_logging serve &
-    POSTHOG_HOST=http://127.0.0.1:8990 POSTHOG_API_KEY=phc_local python examples/flask_app.py
-    curl -H 'X-User-Id: user_3' http://127.0.0.1:5000/checkout/42
+    export POSTHOG_HOST=http://127.0.0.1:8990 POSTHOG_API_KEY=phc_local
+    python examples/flask_app.py
+    curl -H 'X-User-Id: user_3' -H 'X-POSTHOG-SESSION-ID: s_1' http://127.0.0.1:5000/checkout/42
     curl -H 'X-User-Id: user_3' http://127.0.0.1:5000/fail
 
-The context opens in ``before_request`` and closes in ``teardown_request``, which Flask
-calls even when the view raised, so contexts never leak between requests.
+Every event logged while a request is served carries its person (the app's own lookup,
+here a header, else PostHog's ``X-POSTHOG-DISTINCT-ID``), its session and the request's
+URL, method and path. Flask turns a view's error into a 500 and logs it: the
+``PostHogHandler`` on the root logger sends it once, with the request's context.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, request
+from flask import Flask, request
 
 import posthog_logging as posthog
+from posthog_logging.wsgi import PostHogWSGIMiddleware
 
 log = logging.getLogger("example.flask")
 
 app = Flask(__name__)
 
 
+def current_user(environ: dict[str, object]) -> object:
+    """The application's own user lookup (a session cookie or a token in real life)."""
+    return environ.get("HTTP_X_USER_ID")
+
+
+app.wsgi_app = PostHogWSGIMiddleware(app.wsgi_app, identify=current_user)  # type: ignore[method-assign]
+
+
 @app.before_request
-def open_posthog_context() -> None:
-    g.posthog_context = posthog.new_context(capture_exceptions=False)
-    g.posthog_context.__enter__()
-    user_id = request.headers.get("X-User-Id")
-    if user_id:
-        posthog.identify_context(user_id)
-    session_id = request.headers.get("X-POSTHOG-SESSION-ID")
-    if session_id:
-        posthog.set_context_session(session_id)
+def tag_request_id() -> None:
     posthog.tag("request_id", request.headers.get("X-Request-ID", "unknown"))
-    posthog.tag("$request_path", request.path)
-
-
-@app.teardown_request
-def close_posthog_context(error: BaseException | None) -> None:
-    if error is not None:  # an unhandled error in the view: send it with the context
-        posthog.capture_exception(error)
-    context = g.pop("posthog_context", None)
-    if context is not None:
-        context.__exit__(None, None, None)
 
 
 @app.route("/checkout/<int:order_id>")

@@ -110,6 +110,88 @@ class TestStructlogSetups:
         assert "posthog_distinct_id=user_3" in proc.stderr
 
 
+def run_python(code: str, server: LocalServer) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that can import the examples."""
+    env = dict(os.environ, POSTHOG_API_KEY=API_KEY, POSTHOG_HOST=server.url)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLES), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+class TestFrameworkExamples:
+    def test_fastapi_app(self, server: LocalServer) -> None:
+        """fastapi_app.py: route, streamed export, websocket and error carry the caller."""
+        run_python(
+            """
+import logging, posthog_logging as posthog
+from fastapi.testclient import TestClient
+import fastapi_app
+logging.getLogger().addHandler(posthog.PostHogHandler())
+logging.getLogger().setLevel(logging.INFO)
+client = TestClient(fastapi_app.app, raise_server_exceptions=False)
+me = {"X-POSTHOG-DISTINCT-ID": "user_8", "X-POSTHOG-SESSION-ID": "s_8"}
+assert client.get("/reports/7", headers=me).json() == {"report": 7}
+assert client.get("/reports/7/export", headers=me).text.count("row") == 3
+with client.websocket_connect("/live", headers=me) as ws:
+    ws.send_text("hi")
+    assert ws.receive_text() == "HI"
+assert client.get("/boom", headers=me).status_code == 500
+posthog.shutdown()
+""",
+            server,
+        )
+        events = server.wait_for_events(4)
+        assert sorted(e["event"] for e in events) == [
+            "$exception",
+            "live_message",
+            "report_exported",
+            "report_viewed",
+        ]
+        assert {e["distinct_id"] for e in events} == {"user_8"}
+        assert {e["properties"]["$session_id"] for e in events} == {"s_8"}
+        [error] = server.events(event="$exception")
+        assert error["properties"]["$request_path"] == "/boom"
+        assert error["properties"]["$exception_source"] == "python.asgi"
+
+    def test_django_app(self, server: LocalServer) -> None:
+        """django_app.py: a view's event and error carry the user and the request."""
+        run_python(
+            """
+import django, django_app
+django.setup()
+from django.test import Client
+import posthog_logging as posthog
+client = Client(raise_request_exception=False)
+assert client.get("/invoices/9", headers={"X-User-Id": "user_4"}).status_code == 200
+assert client.get("/invoices/9/pay", headers={"X-User-Id": "user_4"}).status_code == 500
+posthog.shutdown()
+""",
+            server,
+        )
+        events = server.wait_for_events(2)
+        assert sorted(e["event"] for e in events) == ["$exception", "invoice_viewed"]
+        assert {e["distinct_id"] for e in events} == {"user_4"}
+        [error] = server.events(event="$exception")
+        assert error["properties"]["$request_path"] == "/invoices/9/pay"
+        assert error["properties"]["$exception_source"] == "python.django"
+
+    def test_celery_app(self, server: LocalServer) -> None:
+        """celery_app.py: the task's event and failure carry the caller's person and tags."""
+        run_example("celery_app.py", server)
+        events = server.wait_for_events(2)
+        assert sorted(e["event"] for e in events) == ["$exception", "invoice_sent"]
+        assert {e["distinct_id"] for e in events} == {"user_6"}
+        assert {e["properties"]["plan"] for e in events} == {"team"}
+        [error] = server.events(event="$exception")
+        assert error["properties"]["celery_task"] == "example.charge_card"
+
+
 class TestFlaskApp:
     @pytest.fixture
     def app_client(self, default_client: object) -> Iterator[Any]:
