@@ -88,5 +88,7 @@ def _request(scope: Scope) -> Request:
 
 def _path(scope: Scope) -> str:
     """The full path: servers differ on whether ``path`` already holds ``root_path``."""
-    path, root = str(scope.get("path") or "/"), str(scope.get("root_path") or "")
-    return path if not root or path.startswith(root) else root + path
+    path, root = str(scope.get("path") or "/"), str(scope.get("root_path") or "").rstrip("/")
+    if not root or path == root or path.startswith(root + "/"):
+        return path
+    return root + path

@@ -102,7 +102,7 @@ def _request(environ: dict[str, Any]) -> Request:
     host = (
         headers.get("host") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     )
-    path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    path = _text(environ.get("SCRIPT_NAME", "")) + _text(environ.get("PATH_INFO", ""))
     return Request(
         method=environ.get("REQUEST_METHOD"),
         scheme=str(environ.get("wsgi.url_scheme", "http")),
@@ -112,3 +112,12 @@ def _request(environ: dict[str, Any]) -> Request:
         headers=headers,
         peer=environ.get("REMOTE_ADDR"),
     )
+
+
+def _text(value: object) -> str:
+    """A WSGI path: bytes read as latin-1 (PEP 3333), which are really UTF-8."""
+    text = str(value)
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
