@@ -20,6 +20,7 @@ from posthog_logging import PostHogHandler
 from posthog_logging.contexts import current_state
 from posthog_logging.django import PostHogMiddleware
 from posthog_logging.serialisation import FILTERED
+from posthog_logging.server import LocalServer
 from posthog_logging.testing import CapturedEvents
 
 from . import _django_project as project
@@ -465,3 +466,39 @@ def test_async_stream_under_the_sync_stack(posthog_events: CapturedEvents) -> No
     events = posthog_events.find("async_chunk_sent")
     assert [e["distinct_id"] for e in events] == ["mixed-streamer"] * 3
     assert [e["properties"]["seen_distinct_id"] for e in events] == ["mixed-streamer"] * 3
+
+
+class TestThroughTheLocalServer:
+    """The same middleware, sending over HTTP to the local PostHog-compatible server."""
+
+    def test_concurrent_requests_events_and_errors_arrive_with_their_context(
+        self, default_client: posthog_logging.Client, server: LocalServer
+    ) -> None:
+        """Concurrent async requests: events and errors reach the server with their own
+        person, session and request tags."""
+        count = 10
+
+        async def one(client: AsyncClient, i: int) -> None:
+            headers = {"X-POSTHOG-DISTINCT-ID": f"e2e-{i}", "X-POSTHOG-SESSION-ID": f"s-{i}"}
+            await client.get(f"/async/hello?n={i}", headers=headers)
+            await client.get("/async/boom", headers=headers)
+
+        async def main() -> None:
+            client = AsyncClient(raise_request_exception=False)
+            await asyncio.gather(*(one(client, i) for i in range(count)))
+
+        asyncio.run(main())
+        assert default_client.flush(10)
+        viewed = server.wait_for_events(count, event="async_viewed")
+        errors = server.wait_for_events(count, event="$exception")
+        for event in viewed:
+            i = int(event["properties"]["n"])
+            assert event["distinct_id"] == f"e2e-{i}"
+            assert event["properties"]["$session_id"] == f"s-{i}"
+            assert event["properties"]["$request_path"] == "/async/hello"
+        assert sorted(e["distinct_id"] for e in errors) == sorted(f"e2e-{i}" for i in range(count))
+        for error in errors:
+            i = int(error["distinct_id"].removeprefix("e2e-"))
+            assert error["properties"]["$session_id"] == f"s-{i}"
+            assert error["properties"]["$request_path"] == "/async/boom"
+            assert error["properties"]["$exception_source"] == "python.django"
