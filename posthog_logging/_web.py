@@ -119,6 +119,30 @@ class RequestOptions:
             logger.debug("posthog_logging: could not capture a request error", exc_info=True)
 
 
+class RequestMiddleware:
+    """The constructor the WSGI and ASGI middlewares share: the wrapped app, then the
+    :class:`RequestOptions`, keyword-only."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        identify: Identify | None = None,
+        capture_ip: bool = False,
+        trusted_proxies: int = 0,
+        capture_exceptions: bool = True,
+        client: Client | None = None,
+    ) -> None:
+        self.app = app
+        self.options = RequestOptions(
+            identify=identify,
+            capture_ip=capture_ip,
+            trusted_proxies=trusted_proxies,
+            capture_exceptions=capture_exceptions,
+            client=client,
+        )
+
+
 def client_ip(request: Request, trusted_proxies: int) -> str | None:
     """The client's address: the peer's, or behind ``trusted_proxies`` proxies the
     address that many hops from the right of ``X-Forwarded-For`` (the ones to its left

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._web import Identify, Request, RequestOptions
-from .client import Client
+from ._web import Request, RequestMiddleware
 from .contexts import new_context
 
 __all__ = ["PostHogASGIMiddleware"]
@@ -29,27 +28,14 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class PostHogASGIMiddleware:
-    """Wrap an ASGI application so that each request runs in a new context."""
+class PostHogASGIMiddleware(RequestMiddleware):
+    """Wrap an ASGI application so that each request runs in a new context.
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        identify: Identify | None = None,
-        capture_ip: bool = False,
-        trusted_proxies: int = 0,
-        capture_exceptions: bool = True,
-        client: Client | None = None,
-    ) -> None:
-        self.app = app
-        self.options = RequestOptions(
-            identify=identify,
-            capture_ip=capture_ip,
-            trusted_proxies=trusted_proxies,
-            capture_exceptions=capture_exceptions,
-            client=client,
-        )
+    Options (keyword-only): ``identify``, ``capture_ip``, ``trusted_proxies``,
+    ``capture_exceptions``, ``client``; see docs/web.md.
+    """
+
+    app: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._web import Identify, Request, RequestOptions
-from .client import Client
+from ._web import Request, RequestMiddleware, RequestOptions
 from .contexts import ContextState, current_state, new_context, restored
 
 __all__ = ["PostHogWSGIMiddleware"]
@@ -26,27 +25,14 @@ __all__ = ["PostHogWSGIMiddleware"]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class PostHogWSGIMiddleware:
-    """Wrap a WSGI application so that each request runs in a new context."""
+class PostHogWSGIMiddleware(RequestMiddleware):
+    """Wrap a WSGI application so that each request runs in a new context.
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        identify: Identify | None = None,
-        capture_ip: bool = False,
-        trusted_proxies: int = 0,
-        capture_exceptions: bool = True,
-        client: Client | None = None,
-    ) -> None:
-        self.app = app
-        self.options = RequestOptions(
-            identify=identify,
-            capture_ip=capture_ip,
-            trusted_proxies=trusted_proxies,
-            capture_exceptions=capture_exceptions,
-            client=client,
-        )
+    Options (keyword-only): ``identify``, ``capture_ip``, ``trusted_proxies``,
+    ``capture_exceptions``, ``client``; see docs/web.md.
+    """
+
+    app: WSGIApp
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]

@@ -41,8 +41,8 @@ class TaskFailed(Exception):
 def make_app(data_dir: str | os.PathLike[str]) -> Celery:
     """The app, with its broker in ``data_dir``."""
     base = pathlib.Path(data_dir)
-    queue, processed = base / "queue", base / "processed"
-    for folder in (queue, processed):
+    queue, processed, control = base / "queue", base / "processed", base / "control"
+    for folder in (queue, processed, control):
         folder.mkdir(parents=True, exist_ok=True)
     app = Celery("tests_celery_fs", set_as_current=False)
     app.conf.update(
@@ -51,6 +51,7 @@ def make_app(data_dir: str | os.PathLike[str]) -> Celery:
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "data_folder_processed": str(processed),
+            "control_folder": str(control),  # else a "control" folder in the cwd
             "polling_interval": 0.05,
         },
         broker_connection_retry_on_startup=True,
