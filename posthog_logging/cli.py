@@ -73,8 +73,16 @@ def format_events(events: Sequence[dict[str, Any]]) -> str:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .server import LocalServer
 
+    if not _is_loopback(args.host):
+        print(
+            f"warning: serving on {args.host}: anyone who can reach this address can send "
+            "events and read every stored event in the web view",
+            file=sys.stderr,
+            flush=True,
+        )
     server = LocalServer(args.host, args.port, data_dir=args.data_dir, quiet=not args.verbose)
     print(f"posthog-logging local server on {server.url}", flush=True)
+    print(f"  web view: {server.url}/", flush=True)
     print(f"  data: {server.store.path}", flush=True)
     print(
         f"  send to it with POSTHOG_HOST={server.url} POSTHOG_API_KEY=phc_local "
@@ -111,7 +119,18 @@ def _cmd_events(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(data_dir=args.data_dir, port=args.port)
+    return run_demo(data_dir=args.data_dir, port=args.port, keep=args.keep)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,6 +166,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo against an embedded local server")
     demo.add_argument("--port", type=int, default=0, help="default: a free port")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the server (and its web view) running until Ctrl-C",
+    )
     data_dir_option(demo)
     demo.set_defaults(func=_cmd_demo)
     return parser

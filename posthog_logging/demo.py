@@ -91,8 +91,11 @@ def later_visit(user_id: str) -> None:
         log.info("signup_completed", extra={"event": True, "referrer": "newsletter"})
 
 
-def run_demo(data_dir: Path | None = None, port: int = 0) -> int:
-    """Run the demo end to end and print what arrived. Returns an exit status."""
+def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) -> int:
+    """Run the demo end to end and print what arrived. Returns an exit status.
+
+    With ``keep``, the server stays up afterwards, with its web view, until Ctrl-C.
+    """
     started = time.time()
     with LocalServer("127.0.0.1", port, data_dir=data_dir) as server:
         print(f"local PostHog-compatible server on {server.url} (data: {server.store.path})\n")
@@ -162,8 +165,16 @@ def run_demo(data_dir: Path | None = None, port: int = 0) -> int:
             "List them again: python -m posthog_logging events"
             + (f" --data-dir {data_dir}" if data_dir else "")
         )
+        print(f"See them in the web view: {server.url}/" + ("" if keep else "  (demo --keep)"))
         logging.getLogger().handlers.clear()
         _default.reset()
+        if keep:
+            print("The server keeps running; Ctrl-C stops it.", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     ok = stats.sent and again.sent == stats.spooled and not (stats.failed or again.failed)
     return 0 if ok else 1
 

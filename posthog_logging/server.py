@@ -48,7 +48,7 @@ from dataclasses import field as dataclass_field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -74,6 +74,23 @@ _UUID = re.compile(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}|[0-9a-f]{32}", re
 # reset connection; past this size we answer and close instead.
 _DRAIN_LIMIT = 5 * MAX_BODY_BYTES
 _MAX_RECORDS = 1000
+#: The web view: a page and its two assets, shipped in the package (no build step).
+_VIEW_DIR = pathlib.Path(__file__).with_name("view")
+_VIEW_ASSETS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/view/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/view/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+#: Event properties are untrusted input: the page builds its DOM from text only, and
+#: this policy forbids any script or style but the page's own as a second line.
+_VIEW_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+}
 _MAX_HOLD = 60.0  # seconds a held request waits for its event before it is answered anyway
 _HOLD_POLL = 0.02  # seconds between checks, while holding, of whether the server went down
 _RELEASE_WAIT = 5.0  # seconds down() and stop() wait for requests in a fault's wait to end
@@ -175,6 +192,46 @@ class EventStore:
             rows = self._conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
         names = ("uuid", "event", "distinct_id", "timestamp", "properties", "received_at")
         found = [dict(zip(names, row, strict=True)) for row in reversed(rows)]
+        for item in found:
+            item["properties"] = json.loads(item["properties"])
+        return found
+
+    def page(
+        self,
+        after: int = 0,
+        limit: int = 200,
+        *,
+        event: str | None = None,
+        distinct_id: str | None = None,
+        session_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events for the web view, oldest first, each with its ``seq`` (arrival order).
+
+        With ``after`` (a ``seq``), at most ``limit`` events that arrived after it; without,
+        the newest ``limit``. Filters match the name, the person and ``$session_id``.
+        """
+        filters = {
+            "event = ?": event,
+            "distinct_id = ?": distinct_id,
+            """json_extract(properties, '$."$session_id"') = ?""": session_id,
+        }
+        clauses = [clause for clause, value in filters.items() if value]
+        params: list[Any] = [value for value in filters.values() if value]
+        if after:
+            clauses.append("seq > ?")
+            params.append(after)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "ASC" if after else "DESC"
+        sql = (
+            "SELECT seq, uuid, event, distinct_id, timestamp, properties, received_at"
+            f" FROM events{where} ORDER BY seq {order} LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, max(0, limit)]).fetchall()
+        if not after:
+            rows.reverse()
+        names = ("seq", "uuid", "event", "distinct_id", "timestamp", "properties", "received_at")
+        found = [dict(zip(names, row, strict=True)) for row in rows]
         for item in found:
             item["properties"] = json.loads(item["properties"])
         return found
@@ -467,11 +524,38 @@ class _Handler(BaseHTTPRequestHandler):
         super().finish()
 
     def do_GET(self) -> None:
-        if self._route() != "/":
+        route = self._route()
+        if route == "/api/events":
+            self._drain(self._content_length() or 0)
+            return self._answer_events()
+        if route == "/favicon.ico":  # browsers ask; there is none
+            self._drain(self._content_length() or 0)
+            return self._answer(204, b"", "image/x-icon", view=True)
+        asset = _VIEW_ASSETS.get(route)
+        if asset is None:
             return self._refuse()
         self._drain(self._content_length() or 0)
-        text = b"posthog-logging local capture server: POST events to /batch/\n"
-        self._answer(200, text, "text/plain; charset=utf-8")
+        name, content_type = asset
+        self._answer(200, (_VIEW_DIR / name).read_bytes(), content_type, view=True)
+
+    def _answer_events(self) -> None:
+        """The web view's feed: ``/api/events?after=SEQ&event=&distinct_id=&session_id=``."""
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        try:
+            after = int(query.get("after", "0"))
+            limit = min(int(query.get("limit", "200")), 1000)
+        except ValueError:
+            body = _Rejection(400, "invalid", "after and limit must be integers").body()
+            return self._answer(400, body, "application/json", view=True)
+        events = self.server.owner.store.page(
+            after,
+            limit,
+            event=query.get("event"),
+            distinct_id=query.get("distinct_id"),
+            session_id=query.get("session_id"),
+        )
+        body = json.dumps({"events": events}, allow_nan=False, default=str).encode()
+        self._answer(200, body, "application/json", view=True)
 
     def do_POST(self) -> None:
         if self._route() not in _CAPTURE_PATHS:
@@ -584,9 +668,13 @@ class _Handler(BaseHTTPRequestHandler):
         gzipped: bool = False,
         events: int = 0,
         fault: Fault | None = None,
+        view: bool = False,
     ) -> None:
-        self._note(status, gzipped, events, fault)
+        if not view:  # the web view polls: its requests would crowd out the capture ones
+            self._note(status, gzipped, events, fault)
         headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        if view:
+            headers.update(_VIEW_HEADERS)
         if status == 405:
             headers["Allow"] = "POST"
         if self.close_connection:

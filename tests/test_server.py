@@ -392,12 +392,14 @@ class TestRouting:
         response = requests.request(method, server.url + "/e/", data=b"{}", timeout=10)
         assert response.status_code == 405
 
-    def test_get_root_says_what_this_is(self, server: LocalServer) -> None:
-        """GET / answers 200 with a short plain-text description."""
+    def test_get_root_is_the_web_view(self, server: LocalServer) -> None:
+        """GET / answers the web view's page, with a policy that allows only its own scripts."""
         response = requests.get(server.url + "/", timeout=10)
         assert response.status_code == 200
-        assert response.headers["Content-Type"].startswith("text/plain")
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
         assert "posthog-logging" in response.text
+        assert server.requests == []  # the view's requests are not recorded
 
     def test_get_unknown_path_is_404(self, server: LocalServer) -> None:
         """A GET on an unknown path is answered 404."""
@@ -466,7 +468,7 @@ class TestRequestRecords:
         """Only the last 1000 requests are kept."""
         with requests.Session() as session:
             for _ in range(1000):
-                session.get(server.url + "/", timeout=10)
+                session.get(server.url + "/nothing", timeout=10)
             session.get(server.url + "/last", timeout=10)
         records = server.requests
         assert len(records) == 1000

@@ -1,0 +1,151 @@
+// The local server's web view: polls /api/events and renders what arrives.
+// Event data is untrusted input: the DOM is built with textContent only, never HTML.
+"use strict";
+
+const POLL_MS = 1000;
+const rows = document.getElementById("event-rows");
+const statusLine = document.getElementById("status");
+const form = document.getElementById("filters");
+let last = 0;
+let generation = 0;
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function filters() {
+  const params = new URLSearchParams();
+  for (const [name, value] of new FormData(form)) {
+    if (String(value).trim()) params.set(name, String(value).trim());
+  }
+  return params;
+}
+
+function setFilter(name, value) {
+  form.elements[name].value = value;
+  restart();
+}
+
+function summary(event) {
+  const props = event.properties || {};
+  const list = props["$exception_list"];
+  if (Array.isArray(list) && list.length) {
+    const first = list[0] || {};
+    const chained = list.length > 1 ? ` (+${list.length - 1} chained)` : "";
+    return `${first.type}: ${first.value}${chained}`;
+  }
+  return Object.keys(props)
+    .filter((key) => !key.startsWith("$"))
+    .map((key) => `${key}=${JSON.stringify(props[key])}`)
+    .join(", ");
+}
+
+function renderFrame(frame) {
+  const box = el("div", null, frame.in_app ? "frame in-app" : "frame");
+  box.append(el("div", `${frame.function || "?"}  ${frame.filename || frame.abs_path || "?"}:${frame.lineno ?? "?"}`, "where mono"));
+  if (frame.context_line !== undefined && frame.context_line !== null) {
+    const code = el("pre", null, "code");
+    for (const line of frame.pre_context || []) code.append(el("span", `${line}\n`));
+    code.append(el("span", `${frame.context_line}\n`, "current"));
+    for (const line of frame.post_context || []) code.append(el("span", `${line}\n`));
+    box.append(code);
+  }
+  return box;
+}
+
+function renderException(entry) {
+  const box = el("section", null, "exc");
+  box.append(el("h3", `${entry.type}: ${entry.value}`));
+  const mechanism = entry.mechanism || {};
+  box.append(el("div", `mechanism: ${mechanism.type} · handled: ${mechanism.handled}`, "mechanism"));
+  const frames = (entry.stacktrace && entry.stacktrace.frames) || [];
+  for (const frame of frames) box.append(renderFrame(frame));
+  return box;
+}
+
+function renderDetails(event) {
+  const cell = el("td");
+  cell.colSpan = 5;
+  const props = Object.assign({}, event.properties || {});
+  const list = props["$exception_list"];
+  delete props["$exception_list"];
+  if (Array.isArray(list)) {
+    for (const entry of list) cell.append(renderException(entry || {}));
+  }
+  const session = props["$session_id"];
+  if (session) {
+    const related = el("p", "Same session: ", "related");
+    const link = el("a", "show this session's events and exceptions", "session-link");
+    link.href = "#";
+    link.addEventListener("click", (e) => { e.preventDefault(); setFilter("session_id", session); });
+    related.append(link);
+    cell.append(related);
+  }
+  cell.append(el("div", `uuid ${event.uuid} · timestamp ${event.timestamp}`, "mono"));
+  cell.append(el("pre", JSON.stringify(props, null, 2), "properties"));
+  const row = el("tr", null, "details");
+  row.append(cell);
+  return row;
+}
+
+function renderEvent(event) {
+  const props = event.properties || {};
+  const isException = event.event === "$exception";
+  const row = el("tr", null, isException ? "event exception" : "event");
+  row.dataset.uuid = event.uuid;
+  const time = String(event.timestamp || "").replace("T", " ").slice(0, 23);
+  row.append(el("td", time, "mono"), el("td", event.event, "name"), el("td", event.distinct_id, "person mono"));
+  const sessionCell = el("td", null, "mono");
+  const session = props["$session_id"];
+  if (session) {
+    const link = el("a", String(session).slice(0, 13) + "…", "session");
+    link.href = "#";
+    link.title = String(session);
+    link.addEventListener("click", (e) => { e.preventDefault(); e.stopPropagation(); setFilter("session_id", session); });
+    sessionCell.append(link);
+  }
+  row.append(sessionCell, el("td", summary(event), "summary"));
+  let details = null;
+  row.addEventListener("click", () => {
+    if (details) { details.remove(); details = null; return; }
+    details = renderDetails(event);
+    row.after(details);
+  });
+  return row;
+}
+
+async function poll(mine) {
+  const params = filters();
+  if (last) params.set("after", String(last));
+  try {
+    const response = await fetch(`/api/events?${params}`, { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const data = await response.json();
+    if (mine !== generation) return;  // the filters changed meanwhile
+    for (const event of data.events) {
+      rows.prepend(renderEvent(event));
+      last = Math.max(last, event.seq);
+    }
+    document.getElementById("empty").hidden = rows.children.length > 0;
+    statusLine.textContent = `${rows.querySelectorAll("tr.event").length} events shown · updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    statusLine.textContent = `cannot reach the server (${error.message}); retrying`;
+  }
+  if (mine === generation) setTimeout(() => poll(mine), POLL_MS);
+}
+
+function restart() {
+  generation += 1;
+  last = 0;
+  rows.replaceChildren();
+  poll(generation);
+}
+
+document.getElementById("host").textContent = window.location.origin;
+form.addEventListener("input", () => { clearTimeout(form.pending); form.pending = setTimeout(restart, 250); });
+form.addEventListener("submit", (e) => { e.preventDefault(); restart(); });
+document.getElementById("clear-filters").addEventListener("click", () => { form.reset(); restart(); });
+restart();
