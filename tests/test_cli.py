@@ -125,3 +125,87 @@ class TestDemo:
             assert expected in out
         assert "cart has 3 items" in out  # an ordinary line: logged...
         assert "what PostHog received (7 events)" in out  # ...but not an event
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -> str:
+    """Read the process's stdout line by line until one contains ``marker``."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"{marker!r} never printed; output so far:\n{''.join(seen)}")
+
+
+class TestWebView:
+    def test_demo_keep_serves_the_view_until_interrupted(self, tmp_path: Path) -> None:
+        """demo --keep prints the view's address, serves it with the demo's events, and
+        stops cleanly on Ctrl-C."""
+        import signal
+
+        import requests
+
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "posthog_logging",
+                "demo",
+                "--keep",
+                "--data-dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out = read_until(proc, "keeps running")
+            [url] = [
+                line.split(": ", 1)[1].strip() for line in out.splitlines() if "web view:" in line
+            ]
+            page = requests.get(url, timeout=10)
+            assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+            feed = requests.get(url + "api/events", timeout=10).json()["events"]
+            assert {e["event"] for e in feed} >= {
+                "checkout_started",
+                "$exception",
+                "signup_completed",
+            }
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def test_serve_beyond_loopback_warns(self, tmp_path: Path) -> None:
+        """serve --host with a non-loopback address says on stderr that the view is open."""
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "posthog_logging",
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            read_until(proc, "web view:")
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+        assert "warning: serving on 0.0.0.0" in err
