@@ -544,8 +544,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             after = int(query.get("after", "0"))
             limit = min(int(query.get("limit", "200")), 1000)
+            if not 0 <= after < 2**63 or limit < 0:
+                raise ValueError
         except ValueError:
-            body = _Rejection(400, "invalid", "after and limit must be integers").body()
+            detail = "after and limit must be integers >= 0"
+            body = _Rejection(400, "invalid", detail).body()
             return self._answer(400, body, "application/json", view=True)
         events = self.server.owner.store.page(
             after,

@@ -96,7 +96,10 @@ function renderEvent(event) {
   const isException = event.event === "$exception";
   const row = el("tr", null, isException ? "event exception" : "event");
   row.dataset.uuid = event.uuid;
-  const time = String(event.timestamp || "").replace("T", " ").slice(0, 23);
+  const when = new Date(event.timestamp);
+  const time = Number.isNaN(when.getTime())
+    ? String(event.timestamp || "")
+    : when.toISOString().replace("T", " ").slice(0, 23);
   row.append(el("td", time, "mono"), el("td", event.event, "name"), el("td", event.distinct_id, "person mono"));
   const sessionCell = el("td", null, "mono");
   const session = props["$session_id"];
