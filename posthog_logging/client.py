@@ -65,6 +65,8 @@ SPOOL_RESERVE = 0.5
 #: How long shutdown() waits for the sender past the deadline, for it to finish its
 #: last step; past that, shutdown() accounts for what the sender holds itself.
 JOIN_GRACE = 0.05
+#: How long the sender pauses after an unexpected error of its own before going on.
+ERROR_PAUSE = 0.5
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
 
@@ -683,7 +685,12 @@ class Client:
             self._finish()
             return True
         except Exception:  # a bug here must not kill the sender and lose everything after
-            logger.exception("posthog_logging: unexpected error in the sender")
+            now = time.monotonic()
+            last = self._last_warning.get("sender_error")
+            if last is None or now - last >= 60.0:  # with its traceback, once a minute
+                self._last_warning["sender_error"] = now
+                logger.exception("posthog_logging: unexpected error in the sender")
+            self._wake.wait(ERROR_PAUSE)  # not a busy loop if it happens every time
             return False
 
     def _take(self, limit: int = 10_000, whole: bool = False) -> None:

@@ -806,3 +806,32 @@ class TestProcessExit:
         events = server.wait_for_events(3, timeout=5)
         assert sorted(e["properties"]["i"] for e in events) == [0, 1, 2]
         assert done.stderr == ""
+
+
+class TestSenderBug:
+    def test_an_error_in_the_sender_is_logged_once_and_delivery_goes_on(
+        self,
+        make_client: Callable[..., Client],
+        server: LocalServer,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A bug in the sender's loop is logged (once), never kills it: events still go."""
+        client = make_client()
+        real = client._send_due
+        failures = {"left": 5}
+
+        def flaky() -> None:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("a bug in the sender")
+            real()
+
+        monkeypatch.setattr(client, "_send_due", flaky)
+        with caplog.at_level(logging.ERROR, logger="posthog_logging"):
+            client.capture("still_sent", distinct_id="u1")
+            server.wait_for_events(1, timeout=15, event="still_sent")
+        assert failures["left"] == 0
+        logged = [r for r in caplog.records if "unexpected error in the sender" in r.getMessage()]
+        assert len(logged) == 1
+        assert client._thread is not None and client._thread.is_alive()
