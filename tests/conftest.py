@@ -109,3 +109,28 @@ def attach() -> Iterator[Callable[..., logging.Logger]]:
 def logger(client: Client, attach: Callable[..., logging.Logger]) -> logging.Logger:
     """A uniquely named logger whose records go to a PostHogHandler on ``client``."""
     return attach(PostHogHandler(client=client))
+
+
+class Records(logging.Handler):
+    """Keeps every record it sees (to show what else was logged)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def root_handlers() -> Iterator[Records]:
+    """A PostHogHandler on the root logger (so a framework's own error log line could be
+    sent too), then a handler that keeps the records the root logger saw."""
+    root = logging.getLogger()
+    records = Records()
+    posthog = PostHogHandler()
+    root.addHandler(posthog)
+    root.addHandler(records)
+    yield records
+    root.removeHandler(posthog)
+    root.removeHandler(records)

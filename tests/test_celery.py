@@ -35,7 +35,7 @@ from posthog_logging.server import LocalServer
 from posthog_logging.testing import CapturedEvents
 
 from . import _celery_app
-from .conftest import API_KEY
+from .conftest import API_KEY, Records
 
 REPO = Path(__file__).resolve().parent.parent
 LOGGER_NAME = "tests.celery_tasks"
@@ -136,31 +136,6 @@ def _instrumented() -> Iterator[None]:
 def tasks_logger(attach: Callable[..., logging.Logger]) -> logging.Logger:
     """The tasks' logger sends its marked records through the default client."""
     return attach(PostHogHandler(), name=LOGGER_NAME)
-
-
-class Records(logging.Handler):
-    """Keeps every record it sees (to show what else was logged)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def root_handlers() -> Iterator[Records]:
-    """A PostHogHandler on the root logger (so Celery's own error line could be sent
-    too), then a handler that keeps the records the root logger saw."""
-    root = logging.getLogger()
-    records = Records()
-    posthog = PostHogHandler()
-    root.addHandler(posthog)
-    root.addHandler(records)
-    yield records
-    root.removeHandler(posthog)
-    root.removeHandler(records)
 
 
 def wait_for(

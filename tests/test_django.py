@@ -24,23 +24,13 @@ from posthog_logging.server import LocalServer
 from posthog_logging.testing import CapturedEvents
 
 from . import _django_project as project
+from .conftest import Records
 
 project.configure()
 
 DISTINCT = "HTTP_X_POSTHOG_DISTINCT_ID"
 SESSION = "HTTP_X_POSTHOG_SESSION_ID"
 APP_USER = "HTTP_X_APP_USER"
-
-
-class Records(logging.Handler):
-    """Keeps every record it sees (to show what else was logged)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture(autouse=True)
@@ -54,20 +44,6 @@ def _no_identify_calls() -> Iterator[None]:
     project.identify_calls.clear()
     yield
     project.identify_calls.clear()
-
-
-@pytest.fixture
-def root_handlers() -> Iterator[Records]:
-    """A PostHogHandler on the root logger (so Django's own error log line could be sent
-    too), and a handler that keeps the records the root logger sees."""
-    root = logging.getLogger()
-    records = Records()
-    posthog = PostHogHandler()
-    root.addHandler(posthog)
-    root.addHandler(records)
-    yield records
-    root.removeHandler(posthog)
-    root.removeHandler(records)
 
 
 def only(events: list[dict[str, Any]]) -> dict[str, Any]:

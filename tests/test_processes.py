@@ -8,7 +8,6 @@ by the requests it accepted add up to the events it stored.
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import re
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +32,7 @@ from posthog_logging.server import LocalServer
 
 from . import _process_workers as workers
 from .conftest import API_KEY
+from .forking import run_in_fork
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 fork_with_threads = pytest.mark.filterwarnings(
@@ -56,47 +55,6 @@ def assert_each_sent_once(server: LocalServer) -> list[dict[str, Any]]:
 
 def uuids_of(events: list[dict[str, Any]], name: str) -> Counter[str]:
     return Counter(event["uuid"] for event in events if event["event"] == name)
-
-
-def wait_child(pid: int, timeout: float) -> int:
-    """The exit code of forked child ``pid``; kill it and fail if it outlives ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the forked child did not finish within {timeout}s: deadlocked?")
-        time.sleep(0.01)
-
-
-def run_in_fork(body: Callable[[], list[str]], timeout: float = 15.0) -> list[str]:
-    """Run ``body`` in a child made by os.fork() and return what it returned (uuids).
-
-    The child always ends with os._exit: no atexit hook, no pytest teardown runs there.
-    A failure in the child is printed to its stderr and fails the test here.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_fd)
-            with os.fdopen(write_fd, "w") as out:
-                json.dump(body(), out)
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as result:
-        code = wait_child(pid, timeout)
-        assert code == 0, "the forked child failed (its traceback is in the captured stderr)"
-        uuids: list[str] = json.load(result)
-    return uuids
 
 
 class StallingProxy:

@@ -14,13 +14,11 @@ import os
 import pathlib
 import re
 import select
-import signal
 import stat
 import subprocess
 import sys
 import textwrap
 import time
-import traceback
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,6 +31,7 @@ from posthog_logging.server import Fault, LocalServer
 from posthog_logging.spool import Spool, SpoolStats, _frame, _parse
 
 from .conftest import API_KEY
+from .forking import run_in_fork
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the spool locks with flock")
 
@@ -177,46 +176,6 @@ def is_locked(path: pathlib.Path) -> bool:
     finally:
         os.close(fd)
     return False
-
-
-def wait_child(pid: int, timeout: float) -> int:
-    """The exit code of forked child ``pid``; kill it and fail if it outlives ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the forked child did not finish within {timeout}s")
-        time.sleep(0.01)
-
-
-def run_in_fork(body: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Run ``body`` in a child made by os.fork() and return what it returned (as JSON).
-
-    The child ends with os._exit: no exit hook and no pytest teardown run there. A
-    failure in the child is printed to its stderr and fails the test here.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_fd)
-            with os.fdopen(write_fd, "w") as out:
-                json.dump(body(), out)
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as result:
-        code = wait_child(pid, timeout)
-        assert code == 0, "the forked child failed (its traceback is in the captured stderr)"
-        return json.load(result)
 
 
 @pytest.fixture
