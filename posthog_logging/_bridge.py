@@ -72,17 +72,17 @@ def split_properties(
     ``properties`` mapping is merged in; ``distinct_id`` and ``groups`` are routed as in
     ``capture()`` (a ``groups`` that is not a mapping stays a property).
     """
-    props: dict[str, Any] = {}
-    nested = entry.get("properties")
-    if isinstance(nested, Mapping):
-        props.update(nested)
-    elif nested is not None:  # not what capture() means by it: keep it as a property
-        props["properties"] = nested
     # A set difference in C finds the few extras among the many standard keys.
-    for name in entry.keys() - not_properties:
-        if name[:1] != "_":
-            props[name] = entry[name]
-    groups = entry.get("groups")
+    props = {n: entry[n] for n in entry.keys() - not_properties if n[:1] != "_"}
+    if "properties" in entry:
+        nested = entry["properties"]
+        if isinstance(nested, Mapping):
+            props = {**nested, **props}
+        elif nested is not None:  # not what capture() means by it: keep it as a property
+            props["properties"] = nested
+    if "groups" not in entry:
+        return props or None, entry.get("distinct_id"), None
+    groups = entry["groups"]
     if groups is not None and not isinstance(groups, Mapping):
         props["groups"] = groups
         groups = None

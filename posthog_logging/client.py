@@ -70,7 +70,13 @@ ERROR_PAUSE = 0.5
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
 
-_local = threading.local()
+
+class _ThreadFlags(threading.local):
+    # A class default: a miss would raise and catch AttributeError on every log call.
+    active = False
+
+
+_local = _ThreadFlags()
 
 
 def in_library_code() -> bool:
@@ -79,7 +85,7 @@ def in_library_code() -> bool:
     The logging bridge checks it so that nothing the library logs (or that a
     ``before_send`` hook logs) becomes an event again.
     """
-    return getattr(_local, "active", False)
+    return _local.active
 
 
 class DeliveryError(Exception):
@@ -355,9 +361,10 @@ class Client:
             raise TypeError(
                 f"timestamp must be a datetime or epoch seconds, got {type(timestamp).__name__}"
             )
-        if uuid is not None:
-            uuid = _checked_uuid(uuid)
-        return self._capture(
+        if timestamp is None:
+            timestamp = time.time()
+        uuid = _checked_uuid(uuid) if uuid is not None else _uuid_for(timestamp)
+        queued = self._capture(
             event,
             dict(properties) if properties else None,
             distinct_id,
@@ -366,6 +373,7 @@ class Client:
             uuid,
             None,
         )
+        return uuid if queued else None
 
     def capture_exception(
         self,
@@ -427,9 +435,13 @@ class Client:
             )
         if not info.chain:
             return None
-        return self._capture(
-            "$exception", properties, distinct_id, None, timestamp, None, info, context
+        if timestamp is None:
+            timestamp = time.time()
+        uuid = _uuid_for(timestamp)
+        queued = self._capture(
+            "$exception", properties, distinct_id, None, timestamp, uuid, info, context
         )
+        return uuid if queued else None
 
     def set(self, properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:
         """Set person properties (``$set``) on the person of the context or ``distinct_id``."""
@@ -502,16 +514,19 @@ class Client:
             self._drop("no_distinct_id", f"{kind} needs a distinct_id or an identified context")
             return None
         # Only the given properties: the context's tags describe events, not the person.
-        return self._capture(
+        timestamp = time.time()
+        uuid = _uuid_for(timestamp)
+        queued = self._capture(
             kind,
             {kind: dict(properties)},
             distinct_id,
             None,
-            None,
-            None,
+            timestamp,
+            uuid,
             None,
             context=_NO_TAGS_CONTEXT,
         )
+        return uuid if queued else None
 
     def _capture(
         self,
@@ -519,37 +534,37 @@ class Client:
         properties: dict[str, Any] | None,
         distinct_id: Any,
         groups: Mapping[str, Any] | None,
-        timestamp: dt.datetime | float | None,
+        timestamp: dt.datetime | float,
         uuid: str | None,
         exception: ExceptionInfo | None,
         context: Any = None,
-    ) -> str | None:
-        if self.disabled:
-            return None
-        if self.api_key is None and _recorder is None:
-            self._drop("no_api_key", "no API key configured; events are not sent")
-            return None
-        if self._closed:
-            self._drop("shutdown", "event captured after shutdown(); not sent")
-            return None
-        state = current_state()
-        if context is _NO_TAGS_CONTEXT:
-            state = _without_tags(state)
-        elif context is not None:
+    ) -> bool:
+        """Queue an event (the one path every capture takes). True when it was queued.
+
+        With ``uuid`` None, the sender makes it when it builds the event: the logging
+        bridges, which never show the uuid to anyone, leave that work off the caller.
+        """
+        if self.disabled or self._closed or self.api_key is None:
+            if self.disabled:
+                return False
+            if self.api_key is None and _recorder is None:
+                self._drop("no_api_key", "no API key configured; events are not sent")
+                return False
+            if self._closed:
+                self._drop("shutdown", "event captured after shutdown(); not sent")
+                return False
+            # no key, but capture_events() records what would be sent
+        if context is None:
+            state = current_state()
+        elif context is _NO_TAGS_CONTEXT:
+            state = _without_tags(current_state())
+        else:
             state = context
-        if timestamp is None:
-            timestamp = time.time()
-        if uuid is None:
-            uuid = uuid7(timestamp if isinstance(timestamp, float) else None)
         pending = PendingEvent(
-            event, properties, distinct_id, state, timestamp, str(uuid), groups, exception
+            event, properties, distinct_id, state, timestamp, uuid, groups, exception
         )
         if self.sync_mode:
-            return uuid if self._send_now(pending) else None
-        return uuid if self.enqueue(pending) else None
-
-    def enqueue(self, pending: PendingEvent) -> bool:
-        """Append an already-made event to the queue (the fast path of every capture)."""
+            return self._send_now(pending)
         queue = self._queue
         if len(queue) + self._memory_events >= self.max_queue_size:
             self._drop("queue_full", "the queue is full (max_queue_size); events dropped")
@@ -563,7 +578,7 @@ class Client:
 
     def _send_now(self, pending: PendingEvent) -> bool:
         """``sync_mode``: build and send on the caller's thread, retries included."""
-        was_active = getattr(_local, "active", False)
+        was_active = _local.active
         _local.active = True
         try:
             with self._stats_lock:
@@ -595,7 +610,7 @@ class Client:
         if last is not None and now - last < interval:
             return
         self._last_warning[key] = now
-        was_active = getattr(_local, "active", False)
+        was_active = _local.active
         _local.active = True
         try:
             logger.warning("posthog_logging: %s", message)
@@ -635,7 +650,7 @@ class Client:
 
     def _run_inline(self, deadline: float, until: threading.Event) -> None:
         """Do the sender's work on this thread, when there is no sender thread to do it."""
-        was_active = getattr(_local, "active", False)
+        was_active = _local.active
         _local.active = True
         try:
             while not until.is_set() and not self._cycle():
@@ -1088,6 +1103,10 @@ def _without_tags(state: Any) -> Any:
     from .contexts import ContextState
 
     return ContextState(distinct_id=state.distinct_id, session_id=None)
+
+
+def _uuid_for(timestamp: dt.datetime | float) -> str:
+    return uuid7(timestamp if type(timestamp) is float else None)
 
 
 def _checked_uuid(value: Any) -> str:

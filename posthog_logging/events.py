@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import platform
 import random
 import sys
@@ -84,11 +85,22 @@ def format_timestamp(value: float | dt.datetime) -> str:
 
     A naive datetime is taken as local time, as :meth:`datetime.astimezone` does.
     """
+    global _last_second
     if isinstance(value, dt.datetime):
-        moment = value.astimezone(dt.timezone.utc)
-    else:
-        moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
-    return moment.isoformat(timespec="microseconds")
+        return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    # Events come in runs from the same second: its text is made once.
+    second = math.floor(value)
+    micros = round((value - second) * 1_000_000)
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    cached_second, text = _last_second
+    if second != cached_second:
+        text = dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (second, text)
+    return f"{text}.{micros:06d}+00:00"
+
+
+_last_second: tuple[int, str] = (-1, "")
 
 
 def choose_distinct_id(explicit: Any, context: ContextState) -> str | None:
@@ -123,7 +135,8 @@ class PendingEvent:
     distinct_id: str | None
     context: ContextState
     timestamp: float | dt.datetime
-    uuid: str
+    #: None until the sender builds the event, unless the caller needed it at once.
+    uuid: str | None
     groups: Mapping[str, Any] | None = None
     exception: ExceptionInfo | None = None
 
@@ -157,6 +170,8 @@ def _library_defaults() -> dict[str, Any]:
         "$is_server": True,
     }
 
+
+_IMMUTABLE_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 _PLACEHOLDER_IDS = frozenset(
     {
@@ -196,41 +211,107 @@ class EventBuilder:
         self._before_send = before_send
         self._in_app = in_app or InAppRules()
         self._warned: set[str] = set()
+        # The layers that are the same for every event, made JSON-safe once, and as
+        # JSON text (the members, without braces) to splice into each event.
+        self._constant = to_jsonable({**self._defaults, **self._super}, redactor=self._redactor)
+        self._constant_json = dumps(self._constant)[1:-1]
+        self._last_tags: tuple[Mapping[str, Any], dict[str, Any]] | None = None
 
     def build(self, pending: PendingEvent) -> BuiltEvent:
         """Build the event; raise :class:`DroppedEvent` if it must not be sent."""
+        if self._before_send is None:
+            built = self._build_fast(pending)
+            if built is not None:
+                return built
         data = self.to_dict(pending)
         if self._before_send is not None:
             data = self._apply_before_send(data)
         payload = self._serialise(data)
         return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
 
+    def _build_fast(self, pending: PendingEvent) -> BuiltEvent | None:
+        """The JSON of :meth:`to_dict`, made without building the constant layers again;
+        None when the slower path is needed (a property overriding a constant one, or an
+        event too large, which :meth:`_serialise` knows how to shrink)."""
+        if pending.uuid is None:
+            pending.uuid = uuid7(pending.timestamp if type(pending.timestamp) is float else None)
+        props, distinct_id = self._own_layers(pending)
+        if not props.keys().isdisjoint(self._constant):
+            return None
+        members = dumps(props)
+        constant = self._constant_json
+        if len(members) > 2 and constant:
+            constant += b","
+        payload = b"".join(
+            (
+                b'{"event":',
+                dumps(self._checked_name(pending.event)),
+                b',"distinct_id":',
+                dumps(distinct_id),
+                b',"properties":{',
+                constant,
+                members[1:],
+                b',"timestamp":"',
+                format_timestamp(pending.timestamp).encode(),
+                b'","uuid":"',
+                pending.uuid.encode(),
+                b'"}',
+            )
+        )
+        if len(payload) > MAX_EVENT_BYTES:
+            return None
+        return BuiltEvent(uuid=pending.uuid, payload=payload)
+
     def to_dict(
         self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH
     ) -> dict[str, Any]:
         """The event as the JSON-safe dict that goes on the wire."""
+        if pending.uuid is None:
+            pending.uuid = uuid7(pending.timestamp if type(pending.timestamp) is float else None)
+        props, distinct_id = self._own_layers(pending, string_limit)
+        if string_limit == MAX_STRING_LENGTH:
+            clean = {**self._constant, **props}
+        else:
+            constant = to_jsonable(self._constant, max_string_length=string_limit)
+            clean = {**constant, **props}
+        return {
+            "event": self._checked_name(pending.event),
+            "distinct_id": distinct_id,
+            "properties": clean,
+            "timestamp": format_timestamp(pending.timestamp),
+            "uuid": pending.uuid,
+        }
+
+    def _own_layers(
+        self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH
+    ) -> tuple[dict[str, Any], str]:
+        """The event's own properties (all layers but the constant ones), JSON-safe, and
+        its distinct_id."""
+        assert pending.uuid is not None
         context = pending.context
-        props: dict[str, Any] = dict(self._defaults)
-        props.update(self._super)
-        if context.tags:
-            props.update(context.tags)
-        if context.session_id:
-            props["$session_id"] = context.session_id
-        if pending.properties:
-            props.update(pending.properties)
+        tags = context.tags
+        props = pending.properties
+        if tags:
+            clean = self._clean_tags(tags, string_limit)
+            if context.session_id:
+                clean["$session_id"] = context.session_id
+            if props:
+                clean.update(self._clean(props, string_limit))
+        else:
+            clean = self._clean(props, string_limit) if props else {}
+            if context.session_id and (not props or "$session_id" not in props):
+                clean["$session_id"] = context.session_id
 
         distinct_id = choose_distinct_id(pending.distinct_id, context)
-        props["$lib"] = LIB_NAME
-        props["$lib_version"] = __version__
+        clean["$lib"] = LIB_NAME
+        clean["$lib_version"] = __version__
         if pending.groups:
-            props["$groups"] = dict(pending.groups)
+            clean["$groups"] = self._clean(pending.groups, string_limit)
         if distinct_id is None:
             distinct_id = pending.uuid
-            props["$process_person_profile"] = False
+            clean["$process_person_profile"] = False
         else:
             distinct_id = self._checked_distinct_id(distinct_id)
-
-        clean = to_jsonable(props, redactor=self._redactor, max_string_length=string_limit)
         exc = pending.exception
         if exc is not None:
             clean["$exception_list"] = build_exception_list(
@@ -243,14 +324,27 @@ class EventBuilder:
                 clean["$exception_level"] = exc.level
             if exc.source is not None:
                 clean["$exception_source"] = exc.source
+        return clean, distinct_id
 
-        return {
-            "event": self._checked_name(pending.event),
-            "distinct_id": distinct_id,
-            "properties": clean,
-            "timestamp": format_timestamp(pending.timestamp),
-            "uuid": pending.uuid,
-        }
+    def _clean(self, value: Mapping[str, Any], string_limit: int) -> dict[str, Any]:
+        clean: dict[str, Any] = to_jsonable(
+            value, redactor=self._redactor, max_string_length=string_limit
+        )
+        return clean
+
+    def _clean_tags(self, tags: Mapping[str, Any], string_limit: int) -> dict[str, Any]:
+        """The context's tags, JSON-safe: the events of one context share one tags
+        mapping, so the last one is remembered (when its values cannot change)."""
+        last = self._last_tags
+        if last is not None and last[0] is tags and string_limit == MAX_STRING_LENGTH:
+            return dict(last[1])
+        clean = self._clean(tags, string_limit)
+        if string_limit == MAX_STRING_LENGTH and all(
+            type(v) in _IMMUTABLE_SCALARS for v in tags.values()
+        ):
+            self._last_tags = (tags, clean)
+            return dict(clean)
+        return clean
 
     def _apply_before_send(self, data: dict[str, Any]) -> dict[str, Any]:
         assert self._before_send is not None
@@ -284,7 +378,7 @@ class EventBuilder:
     def _serialise(self, data: dict[str, Any]) -> bytes:
         try:
             payload = dumps(data)
-        except (TypeError, ValueError):  # before_send put something odd in
+        except (TypeError, ValueError, RecursionError):  # before_send put something odd in
             data = to_jsonable(data)
             payload = dumps(data)
         if len(payload) <= MAX_EVENT_BYTES:

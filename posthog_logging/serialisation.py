@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import decimal
 import enum
-import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pythonjsonlogger.json import JsonEncoder
@@ -67,7 +66,39 @@ MAX_DEPTH = 32
 MAX_ITEMS = 10_000
 
 _INT_RANGE = 2**64
+_MAX_KNOWN_KEYS = 4096
 _encoder = JsonEncoder()
+_WIRE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _wire_encode() -> Callable[[Any], str]:
+    """The wire encoder's C core, made once (``json.dumps`` and ``JSONEncoder.encode`` make
+    it again on every call, which costs more than encoding a small event). No cycle check:
+    :func:`to_jsonable` output has no cycles, and a cycle elsewhere fails as RecursionError.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return _WIRE_ENCODER.encode
+    try:
+        # (markers, default, encoder, indent, key_separator, item_separator, sort_keys,
+        #  skipkeys, allow_nan), as JSONEncoder.iterencode passes them
+        args = (None, _WIRE_ENCODER.default, json.encoder.encode_basestring, None)
+        core = make(*args, ":", ",", False, False, False)
+        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {}}
+        if "".join(core(sample, 0)) != _WIRE_ENCODER.encode(sample):
+            raise ValueError("unexpected output")
+    except Exception:  # pragma: no cover - a Python whose C encoder differs
+        return _WIRE_ENCODER.encode
+
+    def encode(data: Any) -> str:
+        if type(data) is str:  # the C core encodes containers only
+            return _WIRE_ENCODER.encode(data)
+        return "".join(core(data, 0))
+
+    return encode
+
+
+_encode = _wire_encode()
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -81,24 +112,27 @@ def _words(key: str) -> str:
 class Redactor:
     """Decides which property keys hold secrets. Configured once, cheap to call."""
 
-    __slots__ = ("_is_secret", "_patterns")
+    __slots__ = ("_known", "_patterns")
 
     def __init__(self, keys: Iterable[str] | None = DEFAULT_REDACT_KEYS) -> None:
         if isinstance(keys, str):
             raise TypeError("redact_keys must be a list of key words, not a single string")
         self._patterns = tuple(_words(k) for k in (keys or ()) if k.strip("_- "))
-        self._is_secret = functools.lru_cache(maxsize=4096)(self._match)
-
-    def _match(self, key: str) -> bool:
-        words = _words(key)
-        return any(p in words for p in self._patterns)
+        # Keys repeat from event to event: remember each answer (a bounded number of them).
+        self._known: dict[str, bool] = {}
 
     def __bool__(self) -> bool:
         return bool(self._patterns)
 
     def is_secret(self, key: str) -> bool:
         """True when values under ``key`` must be sent as ``"[Filtered]"``."""
-        return bool(self._patterns) and self._is_secret(key)
+        known = self._known.get(key)
+        if known is None:
+            words = _words(key) if self._patterns else ""
+            known = any(p in words for p in self._patterns)
+            if len(self._known) < _MAX_KNOWN_KEYS:
+                self._known[key] = known
+        return known
 
 
 _NO_REDACTION = Redactor(())
@@ -171,6 +205,8 @@ def to_jsonable(
       ``max_depth`` becomes ``"[MaxDepth]"``; strings are cut at ``max_string_length``;
     - values under keys the ``redactor`` flags become ``"[Filtered]"``.
     """
+    if type(value) is dict and max_depth > 0:  # what properties nearly always are
+        return _convert_mapping(value, redactor, max_string_length, max_depth, set())
     return _convert(value, redactor, max_string_length, max_depth, set())
 
 
@@ -188,7 +224,7 @@ def _convert(value: Any, redactor: Redactor, limit: int, depth: int, path: set[i
     if depth <= 0:
         return "[MaxDepth]"
     try:
-        if isinstance(value, Mapping):
+        if cls is dict or isinstance(value, Mapping):
             return _convert_mapping(value, redactor, limit, depth, path)
         if isinstance(value, (list, tuple, set, frozenset)):
             return _convert_items(value, redactor, limit, depth, path)
@@ -203,7 +239,10 @@ def _convert(value: Any, redactor: Redactor, limit: int, depth: int, path: set[i
         if isinstance(value, float):
             return _convert(float(value), redactor, limit, depth, path)
         if isinstance(value, decimal.Decimal):
-            return float(value) if value.is_finite() else _nonfinite(float(value))
+            if not value.is_finite():
+                return _nonfinite(float(value))
+            number = float(value)  # beyond a float's range: its text, not "Infinity"
+            return number if math.isfinite(number) else _fallback(value, limit)
         encoded = _encoder.default(value)
     except Exception:
         return _fallback(value, limit)
@@ -221,15 +260,30 @@ def _convert_mapping(
     path.add(ident)
     try:
         out: dict[str, Any] = {}
-        for n, (k, v) in enumerate(value.items()):
+        is_secret = redactor.is_secret
+        n = 0
+        for k, v in value.items():
             if n >= MAX_ITEMS:
                 out["[truncated]"] = f"{len(value) - MAX_ITEMS} more items"
                 break
-            key = _key(k)
+            n += 1
+            key = k if type(k) is str else _key(k)
             if len(key) > limit:
                 key = _truncate(key, limit)
-            if redactor and redactor.is_secret(key):
+            if is_secret(key):
                 out[key] = FILTERED
+                continue
+            # The scalars most properties are, without a call (as in _convert).
+            cls = type(v)
+            if cls is str:
+                out[key] = v if len(v) <= limit else _truncate(v, limit)
+            elif (
+                v is None
+                or cls is bool
+                or (cls is int and -_INT_RANGE <= v < _INT_RANGE)
+                or (cls is float and v - v == 0.0)  # finite: inf - inf and nan - nan are nan
+            ):
+                out[key] = v
             else:
                 out[key] = _convert(v, redactor, limit, depth - 1, path)
         return out
@@ -278,5 +332,4 @@ def dumps(data: Any) -> bytes:
 
     Lone surrogates (invalid in UTF-8, rejected by PostHog) become ``?``.
     """
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.encode("utf-8", "replace")
+    return _encode(data).encode("utf-8", "replace")

@@ -45,6 +45,34 @@ DEFAULT_IGNORED_LOGGERS: tuple[str, ...] = ("posthog_logging", "urllib3", "reque
 _NOT_PROPERTIES = frozenset(RESERVED_ATTRS) | STAMPS | {"taskName"}
 
 
+#: The attributes ``LogRecord.__init__`` sets. Everything added later (``extra`` fields,
+#: stamps, a formatter's ``message``) comes after them in the record's ``__dict__``.
+_RECORD_INIT_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+
+def _record_properties(
+    d: dict[str, Any], not_properties: frozenset[str]
+) -> tuple[dict[str, Any] | None, Any, Any]:
+    """Properties, explicit distinct_id and groups of a record (see ``split_properties``).
+
+    The extras are found by a walk back from the end of the record's ``__dict__`` over
+    what was added after ``LogRecord.__init__``, not by a look at all of its attributes.
+    """
+    if "properties" in d or "groups" in d:  # the rarer shapes: the general rule
+        return split_properties(d, not_properties)
+    props = {}
+    for name in reversed(d):
+        if name in _RECORD_INIT_ATTRS:
+            break
+        if name not in not_properties and name[:1] != "_":
+            props[name] = d[name]
+    return props or None, d.get("distinct_id"), None
+
+
+class _Guard(threading.local):
+    busy = False  # per thread: the handler is emitting, and what it calls logged
+
+
 def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -159,7 +187,7 @@ class PostHogHandler(logging.Handler):
             STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {structlog_event_key}
         )
         self._ignored: dict[str, bool] = {}
-        self._guard = threading.local()
+        self._guard = _Guard()
         self._owns_client = owns_client
         self._client = client
         if owns_client:
@@ -199,20 +227,25 @@ class PostHogHandler(logging.Handler):
         except Exception:  # a marker whose truth cannot be told, say
             self._client_or_none_drop("handler_error")
             return False
-        if in_library_code() or self._is_ignored(record.name):
+        ignored = self._ignored.get(record.name)
+        if ignored is None:
+            ignored = self._is_ignored(record.name)
+        if ignored or in_library_code():
             return False
-        result: Any = self.filter(record)
-        if not result:
-            return False
-        if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap it
-            record = result
+        result: Any = True
+        if self.filters:
+            result = self.filter(record)
+            if not result:
+                return False
+            if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap it
+                record = result
         self.emit(record)
         return result
 
     def emit(self, record: logging.LogRecord) -> None:
         """Turn ``record`` into an event or an ``$exception`` event. Never raises."""
         guard = self._guard
-        if getattr(guard, "busy", False):  # something below logged: do not loop
+        if guard.busy:  # something below logged: do not loop
             return
         guard.busy = True
         try:
@@ -246,11 +279,25 @@ class PostHogHandler(logging.Handler):
                 if isinstance(marker, str)
                 else d.get("posthog_event_name") or as_text(record.msg)
             )
-        properties, distinct_id, groups = split_properties(d, self._not_properties)
+        properties, distinct_id, groups = _record_properties(d, self._not_properties)
         stamped = d.get("posthog_exception")
         exc_info = record.exc_info
+        client = self._client or _default.get_client()
+        if name and stamped is None and not (exc_info and record.levelno >= self.exception_level):
+            # The common case, an event and nothing else, without the general path's work.
+            client._capture(
+                name,
+                properties,
+                distinct_id,
+                groups,
+                record.created,
+                None,
+                None,
+                stamped_context(d),
+            )
+            return
         send_entry(
-            self.client,
+            client,
             name=name,
             properties=properties,
             distinct_id=distinct_id,

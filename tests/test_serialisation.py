@@ -159,6 +159,11 @@ class TestNumbers:
         assert result == 12.25
         assert isinstance(result, float)
 
+    def test_decimal_beyond_float_range_keeps_its_text(self) -> None:
+        """A finite Decimal too large for a float is sent as its text, not "Infinity"."""
+        assert to_jsonable({"n": decimal.Decimal("1E+400")}) == {"n": "1E+400"}
+        assert dumps(to_jsonable(decimal.Decimal("-1E+400"))) == b'"-1E+400"'
+
     @pytest.mark.parametrize("text", ["NaN", "sNaN", "Infinity", "-Infinity"])
     def test_decimal_non_finite(self, text: str) -> None:
         """A non-finite Decimal (even a signalling NaN) becomes a string, never raises."""

@@ -1,0 +1,133 @@
+"""One burst of events in a fresh process, printed as JSON (run by ``bench/run.py``).
+
+    python bench/burst.py IMPL --events N --host URL [--outage]
+
+``IMPL`` is ``ours`` (marked records through ``PostHogHandler``), ``ours-capture``
+(``Client.capture``), ``sdk`` (the official SDK, default settings) or ``sdk-big-queue``
+(the SDK with a queue large enough for the whole burst). Each runs in a context with an
+identity, a session and two tags, with default settings otherwise. The loop runs as fast
+as it can; then the process shuts its client down and reports the caller's time, the
+shutdown's time, what the library says it dropped, and resident memory. Arrivals are
+counted by the parent, at the sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+EXTRA = {"page": "/pricing", "plan": "pro", "items": 3, "value": 49.9, "ok": True}
+SESSION = "01929c8e-0000-7000-8000-000000000001"
+
+
+def rss_mb() -> float:
+    """Current resident memory in MB (Linux)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def ours(host: str, use_logging: bool) -> tuple[Callable[[], object], Any, Callable[[], Any]]:
+    import posthog_logging as posthog
+
+    client = posthog.Client("phc_bench", host=host)
+    log = logging.getLogger("bench.burst")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(posthog.PostHogHandler(client=client))
+    marked = {**EXTRA, "event": True}
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        with posthog.new_context():
+            posthog.identify_context("user_42")
+            posthog.set_context_session(SESSION)
+            posthog.tag("plan", "pro")
+            posthog.tag("request_id", "req_1")
+            yield
+
+    if use_logging:
+        call: Callable[[], object] = lambda: log.info("page_viewed", extra=marked)  # noqa: E731
+    else:
+        call = lambda: client.capture("page_viewed", EXTRA)  # noqa: E731
+
+    def finish() -> dict[str, Any]:
+        ok = client.shutdown()
+        stats = client.stats
+        return {"shutdown_ok": ok, "dropped": dict(stats.dropped), "failed": stats.failed}
+
+    return call, context, finish
+
+
+def sdk(host: str, big_queue: bool, events: int) -> tuple[Callable[[], object], Any, Any]:
+    import posthog
+
+    options = {"max_queue_size": events + 1} if big_queue else {}
+    client = posthog.Posthog("phc_bench", host=host, **options)
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        with posthog.new_context(client=client):
+            posthog.identify_context("user_42")
+            posthog.set_context_session(SESSION)
+            posthog.tag("plan", "pro")
+            posthog.tag("request_id", "req_1")
+            yield
+
+    def finish() -> dict[str, Any]:
+        client.shutdown()  # flushes, then joins the consumer threads
+        return {}
+
+    return lambda: client.capture("page_viewed", properties=EXTRA), context, finish
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("impl", choices=["ours", "ours-capture", "sdk", "sdk-big-queue"])
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--host", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    if args.impl.startswith("ours"):
+        call, context, finish = ours(args.host, use_logging=args.impl == "ours")
+    else:
+        call, context, finish = sdk(args.host, args.impl == "sdk-big-queue", args.events)
+    rss_before = rss_mb()
+    with context():
+        first_call = time.time()
+        start = time.perf_counter()
+        for _ in range(args.events):
+            call()
+        caller_seconds = time.perf_counter() - start
+    rss_after_calls = rss_mb()
+    start = time.perf_counter()
+    report = finish()
+    shutdown_seconds = time.perf_counter() - start
+    report.update(
+        impl=args.impl,
+        events=args.events,
+        first_call=first_call,
+        caller_seconds=caller_seconds,
+        shutdown_seconds=shutdown_seconds,
+        rss_before_mb=rss_before,
+        rss_after_calls_mb=rss_after_calls,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
