@@ -67,6 +67,10 @@ SPOOL_RESERVE = 0.5
 JOIN_GRACE = 0.05
 #: How long the sender pauses after an unexpected error of its own before going on.
 ERROR_PAUSE = 0.5
+#: While a request is in flight, the sender builds events this many at a time, and
+#: looks for new ones this often (seconds) when there are none.
+BUILD_CHUNK = 256
+BUILD_POLL = 0.005
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
 
@@ -141,6 +145,27 @@ class _Replay:
         self.segment = segment
         self.outstanding = outstanding
         self.given_back = False
+
+
+class _Request:
+    """One request, run on a thread of its own while the sender goes on building."""
+
+    __slots__ = ("args", "done", "result", "transport")
+
+    def __init__(self, transport: Transport, events: list[bytes], sent_at: str, timeout: float):
+        self.transport = transport
+        self.args = (events, sent_at, timeout)
+        self.done = threading.Event()
+        self.result = SendResult(status=None, error="no answer")
+
+    def run(self) -> None:
+        _local.active = True  # what the HTTP stack logs here is the library's own
+        try:
+            self.result = self.transport.send(*self.args)
+        except Exception as exc:  # pragma: no cover - send() never raises by contract
+            self.result = SendResult(status=None, error=type(exc).__name__)
+        finally:
+            self.done.set()
 
 
 class _Batch:
@@ -227,6 +252,9 @@ class Client:
         self.flush_interval = float(flush_interval)
         self.max_queue_size = max_queue_size
         self.max_queue_bytes = max_queue_bytes
+        # A batch is at most an eighth of the memory bound, so that with a spool there
+        # is always a sealed batch to move to disk when memory passes half of it.
+        self._batch_bytes = min(MAX_BATCH_BYTES, max(1, max_queue_bytes // 8))
         self.max_retries = max_retries
         self.sync_mode = sync_mode
         self.disabled = disabled
@@ -288,6 +316,7 @@ class Client:
         self._open: list[bytes] = []  # the batch being filled
         self._open_size = 0
         self._last_seal = time.monotonic()
+        self._taken = 0  # the event the sender has taken from the queue and is building
         self._memory_events = 0  # built events in memory (backlog and open batch)
         self._memory_bytes = 0
         self._stopping = False
@@ -296,6 +325,8 @@ class Client:
         self._shutdown_ok = True
         self._spool_reserve = 0.0
         self._in_flight: _Batch | None = None
+        self._posting = False  # a request is in flight while the sender builds on
+        self._building = threading.Lock()  # held while it does; _abandon() waits for it
 
     def _after_fork_in_child(self) -> None:
         # The parent's pending events are the parent's to send: start empty, with a
@@ -566,7 +597,7 @@ class Client:
         if self.sync_mode:
             return self._send_now(pending)
         queue = self._queue
-        if len(queue) + self._memory_events >= self.max_queue_size:
+        if len(queue) + self._taken >= self.max_queue_size:
             self._drop("queue_full", "the queue is full (max_queue_size); events dropped")
             return False
         queue.append(pending)
@@ -715,32 +746,37 @@ class Client:
         waits on the network without the GIL) lets the threads that log run meanwhile.
         """
         queue = self._queue
-        for _ in range(limit):
-            try:
-                item = queue.popleft()
-            except IndexError:
-                return
-            if isinstance(item, PendingEvent):
+        taken = 0
+        try:
+            for _ in range(limit):
+                try:
+                    item = queue.popleft()
+                except IndexError:
+                    return
+                if type(item) is PendingEvent:
+                    taken += 1
+                    self._taken = 1  # still counted against max_queue_size while it is built
+                    built = self._build(item)
+                    self._taken = 0
+                    if built is not None and self._add(built.payload) and not whole:
+                        head = self._backlog[0]
+                        if not isinstance(head, _Batch) or head.not_before <= time.monotonic():
+                            return
+                elif isinstance(item, _FlushMarker):
+                    self._seal()
+                    self._backlog.append(item)
+                elif item is _STOP:
+                    self._seal()
+                    self._stopping = True
+        finally:
+            if taken:
                 with self._stats_lock:
-                    self._dequeued += 1
-                self._memory_events += 1  # still counted against the bound while it is built
-                built = self._build(item)
-                self._memory_events -= 1
-                if built is not None and self._add(built.payload) and not whole:
-                    head = self._backlog[0]
-                    if not isinstance(head, _Batch) or head.not_before <= time.monotonic():
-                        return
-            elif isinstance(item, _FlushMarker):
-                self._seal()
-                self._backlog.append(item)
-            elif item is _STOP:
-                self._seal()
-                self._stopping = True
+                    self._dequeued += taken
 
     def _add(self, payload: bytes) -> bool:
         """Put an event in the batch being filled; True when that sealed the batch."""
         size = len(payload) + 1
-        if self._open and self._open_size + size > MAX_BATCH_BYTES:
+        if self._open and self._open_size + size > self._batch_bytes:
             self._seal()
         if self._spool is not None:
             self._spill_overflow(size)
@@ -751,7 +787,9 @@ class Client:
         self._open_size += size
         self._memory_events += 1
         self._memory_bytes += size
-        if len(self._open) >= self.flush_at:
+        # While a request is in flight the batch grows past flush_at (up to MAX_BATCH_BYTES):
+        # under load, batches grow with it, and each request carries more.
+        if len(self._open) >= self.flush_at and not self._posting:
             self._seal()
             return True
         return False
@@ -779,7 +817,8 @@ class Client:
             backlog.extendleft(reversed(again))
             if again and again[0].not_before > time.monotonic():
                 return  # the head waits for its next try; the rest wait behind it
-            self._take()
+            if not backlog:
+                self._take()
 
     def _send(self, batch: _Batch) -> list[_Batch]:
         """Post ``batch`` once. Returns what must be tried again (empty when it is done)."""
@@ -790,9 +829,10 @@ class Client:
                 return [batch]
             timeout = min(timeout, remaining)
         self._in_flight = batch
-        transport = self._transport if _recorder is None else _recorder
-        result = transport.send(batch.events, format_timestamp(time.time()), timeout)
+        result = self._post(batch, timeout)
         self._in_flight = None
+        if len(self._open) >= self.flush_at:
+            self._seal()  # what came in meanwhile goes next, as one batch
         if self._finished.is_set():
             self._late_answer(batch, result)
             return []
@@ -839,6 +879,40 @@ class Client:
         batch.not_before = time.monotonic() + delay
         logger.debug("posthog_logging: %s; retrying in %.2fs", result.describe(), delay)
         return [batch]
+
+    def _post(self, batch: _Batch, timeout: float) -> SendResult:
+        """Send ``batch``; while the request waits on the network, build what comes in.
+
+        The request runs on a thread of its own only when there are events to build: a
+        sender that waited idle on the network would let a busy application queue events
+        faster than they go out.
+        """
+        sent_at = format_timestamp(time.time())
+        if _recorder is not None:
+            result: SendResult = _recorder.send(batch.events, sent_at, timeout)
+            return result
+        if not self._queue or self.sync_mode or self._deadline is not None:
+            return self._transport.send(batch.events, sent_at, timeout)
+        request = _Request(self._transport, batch.events, sent_at, timeout)
+        try:
+            threading.Thread(
+                target=request.run, name="posthog_logging.request", daemon=True
+            ).start()
+        except RuntimeError:  # no new threads at interpreter exit
+            return self._transport.send(batch.events, sent_at, timeout)
+        self._posting = True
+        try:
+            while not request.done.wait(0 if self._queue else BUILD_POLL):
+                if self._deadline is not None or self._finished.is_set():
+                    # Shutdown has begun and accounts for what is held: keep still.
+                    request.done.wait()
+                    break
+                with self._building:
+                    if not self._finished.is_set():
+                        self._take(limit=BUILD_CHUNK, whole=True)
+        finally:
+            self._posting = False
+        return request.result
 
     def _build(self, pending: PendingEvent) -> BuiltEvent | None:
         try:
@@ -893,11 +967,10 @@ class Client:
     # -- the spool -------------------------------------------------------------------
 
     def _spill_overflow(self, incoming: int) -> None:
-        """Move the oldest waiting batches to disk so memory stays at half its bounds."""
+        """Move the oldest waiting batches to disk so memory stays at half its bound."""
         limit_bytes = self.max_queue_bytes // 2
-        limit_events = self.max_queue_size // 2
         backlog = self._backlog
-        while self._memory_bytes + incoming > limit_bytes or self._memory_events >= limit_events:
+        while self._memory_bytes + incoming > limit_bytes:
             index = next((i for i, b in enumerate(backlog) if isinstance(b, _Batch)), None)
             if index is None:
                 return
@@ -1052,6 +1125,16 @@ class Client:
         """shutdown() could not wait any longer for the sender: spool or count, from this
         thread, everything the sender holds. The sender stops at its next step."""
         self._finished.set()
+        # The sender may be building while a request is in flight: let it finish that
+        # step (a few milliseconds) rather than read what it is changing.
+        acquired = self._building.acquire(timeout=JOIN_GRACE)
+        try:
+            self._abandon_held()
+        finally:
+            if acquired:
+                self._building.release()
+
+    def _abandon_held(self) -> None:
         self._shutdown_ok = False
         batches = [item for item in list(self._backlog) if isinstance(item, _Batch)]
         in_flight = self._in_flight

@@ -38,7 +38,15 @@ from typing import Any
 from ._version import __version__
 from .contexts import ContextState
 from .exceptions import ExceptionSnapshot, InAppRules, build_exception_list
-from .serialisation import MAX_STRING_LENGTH, Redactor, as_text, dumps, to_jsonable
+from .serialisation import (
+    MAX_STRING_LENGTH,
+    Redactor,
+    as_text,
+    dumps,
+    dumps_text,
+    quote,
+    to_jsonable,
+)
 
 __all__ = [
     "LIB_NAME",
@@ -67,17 +75,20 @@ _getrandbits = random.getrandbits  # reseeded in forked children by the random m
 
 def uuid7(timestamp: float | None = None) -> str:
     """A time-ordered UUID (version 7) as a string, from ``timestamp`` (epoch seconds)."""
+    global _last_ms
     ms = int((time.time() if timestamp is None else timestamp) * 1000) & 0xFFFF_FFFF_FFFF
+    cached_ms, prefix = _last_ms
+    if ms != cached_ms:  # events come in runs from the same millisecond
+        h = f"{ms:012x}"
+        prefix = f"{h[:8]}-{h[8:]}-7"
+        _last_ms = (ms, prefix)
     rand = _getrandbits(74)
-    value = (
-        (ms << 80)
-        | (0x7 << 76)
-        | ((rand >> 62) << 64)  # 12 bits after the version
-        | (0b10 << 62)  # RFC 4122 variant
-        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-    )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # 12 random bits after the version, then the RFC 4122 variant and 62 random bits
+    tail = f"{(0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF):016x}"
+    return f"{prefix}{rand >> 62:03x}-{tail[:4]}-{tail[4:]}"
+
+
+_last_ms: tuple[int, str] = (-1, "")
 
 
 def format_timestamp(value: float | dt.datetime) -> str:
@@ -141,7 +152,7 @@ class PendingEvent:
     exception: ExceptionInfo | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slow to make, one per event
 class BuiltEvent:
     """An event ready for the wire: its uuid and its JSON bytes."""
 
@@ -212,14 +223,23 @@ class EventBuilder:
         self._in_app = in_app or InAppRules()
         self._warned: set[str] = set()
         # The layers that are the same for every event, made JSON-safe once, and as
-        # JSON text (the members, without braces) to splice into each event.
+        # JSON text (the members, without braces) to splice into each event; with them
+        # what the library owns, which only the slow path has to put last.
         self._constant = to_jsonable({**self._defaults, **self._super}, redactor=self._redactor)
-        self._constant_json = dumps(self._constant)[1:-1]
+        owned = {"$lib": LIB_NAME, "$lib_version": __version__}
+        self._constant_keys = frozenset(self._constant) | owned.keys()
+        self._constant_json = dumps_text({**self._constant, **owned})[1:-1]
+        self._last_context: tuple[ContextState | None, dict[str, Any], str | None] = (
+            None,
+            {},
+            "",
+        )
         self._last_tags: tuple[Mapping[str, Any], dict[str, Any]] | None = None
+        self._last_distinct_id: tuple[str | None, str] = (None, "")
 
     def build(self, pending: PendingEvent) -> BuiltEvent:
         """Build the event; raise :class:`DroppedEvent` if it must not be sent."""
-        if self._before_send is None:
+        if self._before_send is None and pending.exception is None:
             built = self._build_fast(pending)
             if built is not None:
                 return built
@@ -230,37 +250,69 @@ class EventBuilder:
         return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
 
     def _build_fast(self, pending: PendingEvent) -> BuiltEvent | None:
-        """The JSON of :meth:`to_dict`, made without building the constant layers again;
-        None when the slower path is needed (a property overriding a constant one, or an
-        event too large, which :meth:`_serialise` knows how to shrink)."""
-        if pending.uuid is None:
-            pending.uuid = uuid7(pending.timestamp if type(pending.timestamp) is float else None)
-        props, distinct_id = self._own_layers(pending)
-        if not props.keys().isdisjoint(self._constant):
-            return None
-        members = dumps(props)
-        constant = self._constant_json
-        if len(members) > 2 and constant:
-            constant += b","
-        payload = b"".join(
-            (
-                b'{"event":',
-                dumps(self._checked_name(pending.event)),
-                b',"distinct_id":',
-                dumps(distinct_id),
-                b',"properties":{',
-                constant,
-                members[1:],
-                b',"timestamp":"',
-                format_timestamp(pending.timestamp).encode(),
-                b'","uuid":"',
-                pending.uuid.encode(),
-                b'"}',
+        """The JSON of :meth:`to_dict`, spliced from text made once (the constant layers)
+        or once per context (its tags and session) and the event's own properties.
+
+        None when the general path is needed: a property that overrides a constant or
+        context one (the general path applies the precedence), or an event too large
+        (which :meth:`_serialise` knows how to shrink).
+        """
+        uuid = pending.uuid
+        if uuid is None:
+            uuid = pending.uuid = uuid7(
+                pending.timestamp if type(pending.timestamp) is float else None
             )
-        )
+        context = pending.context
+        context_members, context_json = self._context_json(context)
+        if context_json is None:
+            return None
+        props = pending.properties
+        own = to_jsonable(props, redactor=self._redactor) if props else {}
+        distinct_id = choose_distinct_id(pending.distinct_id, context)
+        if pending.groups:
+            own["$groups"] = to_jsonable(pending.groups, redactor=self._redactor)
+        if distinct_id is None:
+            distinct_id = uuid
+            own["$process_person_profile"] = False
+        else:
+            distinct_id = self._checked_distinct_id(distinct_id)
+        if own:
+            keys = own.keys()
+            if not keys.isdisjoint(self._constant_keys):
+                return None
+            if not keys.isdisjoint(context_members):  # the event's own values win
+                rest = {k: v for k, v in context_members.items() if k not in keys}
+                context_json = "," + dumps_text(rest)[1:-1] if rest else ""
+        parts = ['{"event":', quote(self._checked_name(pending.event)), ',"distinct_id":']
+        parts += (quote(distinct_id), ',"properties":{', self._constant_json, context_json)
+        if own:
+            parts += (",", dumps_text(own)[1:-1])
+        parts += ('},"timestamp":"', format_timestamp(pending.timestamp), '","uuid":"', uuid, '"}')
+        payload = "".join(parts).encode("utf-8", "replace")
         if len(payload) > MAX_EVENT_BYTES:
             return None
-        return BuiltEvent(uuid=pending.uuid, payload=payload)
+        return BuiltEvent(uuid=uuid, payload=payload)
+
+    def _context_json(self, context: ContextState) -> tuple[dict[str, Any], str | None]:
+        """The context's tags and session id, JSON-safe, and as JSON members with a
+        leading comma (None when a tag overrides a constant property). The events of
+        one context share its state: the last one is remembered, when its values are
+        scalars that cannot change."""
+        last = self._last_context
+        if last[0] is context:
+            return last[1], last[2]
+        tags, session_id = context.tags, context.session_id
+        members: dict[str, Any] = to_jsonable(tags, redactor=self._redactor) if tags else {}
+        if session_id:
+            members["$session_id"] = session_id
+        text: str | None = ""
+        if not members.keys().isdisjoint(self._constant_keys):
+            text = None
+        elif members:
+            text = "," + dumps_text(members)[1:-1]
+        if all(type(v) in _IMMUTABLE_SCALARS for v in tags.values()):
+            self._last_context = (context, members, text)
+        return members, text
 
     def to_dict(
         self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH
@@ -423,6 +475,14 @@ class EventBuilder:
         return name
 
     def _checked_distinct_id(self, distinct_id: str) -> str:
+        last = self._last_distinct_id
+        if last[0] is distinct_id:  # the same person's events, one after another
+            return last[1]
+        checked = self._check_distinct_id(distinct_id)
+        self._last_distinct_id = (distinct_id, checked)
+        return checked
+
+    def _check_distinct_id(self, distinct_id: str) -> str:
         if distinct_id.strip().lower() in _PLACEHOLDER_IDS:
             self._warn_once(
                 "id:" + distinct_id,

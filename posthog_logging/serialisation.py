@@ -29,6 +29,8 @@ __all__ = [
     "Redactor",
     "as_text",
     "dumps",
+    "dumps_text",
+    "quote",
     "to_jsonable",
 ]
 
@@ -333,3 +335,12 @@ def dumps(data: Any) -> bytes:
     Lone surrogates (invalid in UTF-8, rejected by PostHog) become ``?``.
     """
     return _encode(data).encode("utf-8", "replace")
+
+
+def dumps_text(data: Any) -> str:
+    """:func:`dumps` before the UTF-8 step, for callers that join JSON texts first."""
+    return _encode(data)
+
+
+#: A str as a JSON string (quotes and escapes), as :func:`dumps_text` writes it.
+quote: Callable[[str], str] = json.encoder.encode_basestring

@@ -18,7 +18,7 @@ import pytest
 import posthog_logging
 from posthog_logging import Client, new_context
 from posthog_logging.events import uuid7
-from posthog_logging.server import LocalServer
+from posthog_logging.server import Fault, LocalServer
 
 from .conftest import API_KEY
 
@@ -236,16 +236,36 @@ class TestBatching:
     def test_batches_and_gzip(
         self, make_client: Callable[..., Client], server: LocalServer
     ) -> None:
-        """Events go in batches of at most flush_at, gzipped, with a User-Agent."""
+        """Events go in batches, gzipped, with a User-Agent; the first of a burst holds
+        flush_at events, and what comes while it is in flight goes in the next one."""
         client = make_client(flush_at=10)
         for i in range(35):
             client.capture("e", {"i": i}, distinct_id="u1")
         events = stored(server, client, 35)
         assert sorted(e["properties"]["i"] for e in events) == list(range(35))
         batches = [r for r in server.requests if r.path.startswith("/batch")]
-        assert all(r.event_count <= 10 for r in batches)
+        assert batches[0].event_count <= 10
+        assert sum(r.event_count for r in batches) == 35
         assert all(r.gzipped for r in batches)
         assert all(r.headers["user-agent"].startswith("posthog-logging/") for r in batches)
+
+    def test_batches_grow_while_a_request_is_in_flight(
+        self, make_client: Callable[..., Client], server: LocalServer
+    ) -> None:
+        """Under load a batch is not cut at flush_at while the one before is in flight:
+        a slow server gets a few large requests rather than one per flush_at events."""
+        server.inject(Fault(delay=0.5), times=1)
+        client = make_client(flush_at=10)
+        for i in range(10):
+            client.capture("first", {"i": i}, distinct_id="u1")
+        for i in range(1_000):
+            client.capture("more", {"i": i}, distinct_id="u1")
+        stored(server, client, 1_010)
+        counts = [r.event_count for r in server.requests if r.path.startswith("/batch")]
+        assert counts[0] == 10
+        assert max(counts[1:]) > 10  # grown past flush_at
+        assert len(counts) < 1_010 // 10  # far fewer requests than batches of flush_at
+        assert sum(counts) == 1_010
 
     def test_one_keep_alive_connection(
         self, make_client: Callable[..., Client], server: LocalServer

@@ -463,8 +463,9 @@ class TestBoundedMemory:
     def test_bounded_by_events(
         self, make_client: Callable[..., Client], server: LocalServer
     ) -> None:
-        """With max_queue_size=100, the overflow of 1,000 captures is dropped and counted,
-        before and after the held events are handed to the sender."""
+        """max_queue_size=100 bounds the events waiting to be built: the overflow of 1,000
+        captures is dropped and counted. Built events are bounded by bytes instead, so once
+        the sender has built the first 100, the queue takes 100 more."""
         server.down()
         # The sender wakes at flush_at or flush_interval: neither comes during the loop.
         client = make_client(max_queue_size=100, max_retries=50, flush_at=1_000, flush_interval=10)
@@ -476,13 +477,13 @@ class TestBoundedMemory:
         assert stats.enqueued == 1_000 - nones
         assert stats.pending == 100
 
-        assert client.flush(0.3) is False  # now held by the sender, which cannot send them
+        assert client.flush(0.3) is False  # now built and held by the sender, unsent
         assert client.stats.pending == 100
         more = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(1_000)]
         stats = client.stats
-        assert more.count(None) == 1_000
-        assert stats.dropped == {"queue_full": 1_900}
-        assert stats.pending == 100
+        assert more.count(None) == 900
+        assert stats.dropped == {"queue_full": 1_800}
+        assert stats.pending == 200
         client.shutdown(0.2)
 
     def test_bound_holds_while_sender_builds_an_event(
