@@ -44,6 +44,7 @@ from .serialisation import (
     as_text,
     dumps,
     dumps_text,
+    plain_json,
     quote,
     to_jsonable,
 )
@@ -234,6 +235,17 @@ class EventBuilder:
             {},
             "",
         )
+        self._last_overridden: tuple[ContextState | None, frozenset[str], str] = (
+            None,
+            frozenset(),
+            "",
+        )
+        self._last_head: tuple[Any, Any, str, tuple[str, str, dict[str, Any]]] = (
+            None,
+            None,
+            "",
+            ("", "", {}),
+        )
         self._last_tags: tuple[Mapping[str, Any], dict[str, Any]] | None = None
         self._last_distinct_id: tuple[str | None, str] = (None, "")
 
@@ -250,18 +262,71 @@ class EventBuilder:
         return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
 
     def _build_fast(self, pending: PendingEvent) -> BuiltEvent | None:
-        """The JSON of :meth:`to_dict`, spliced from text made once (the constant layers)
-        or once per context (its tags and session) and the event's own properties.
+        """The JSON of :meth:`to_dict`, spliced from text made once (the constant layers),
+        once per context and name (the start of the event, up to its own properties),
+        and the event's own properties.
 
-        None when the general path is needed: a property that overrides a constant or
-        context one (the general path applies the precedence), or an event too large
-        (which :meth:`_serialise` knows how to shrink).
+        None when the general path is needed: a property that overrides a constant one
+        (the general path applies the precedence), or an event too large (which
+        :meth:`_serialise` knows how to shrink).
         """
         uuid = pending.uuid
         if uuid is None:
             uuid = pending.uuid = uuid7(
                 pending.timestamp if type(pending.timestamp) is float else None
             )
+        props = pending.properties
+        head = self._head(pending) if pending.groups is None else None
+        if head is None:
+            return self._build_spliced(pending, uuid)
+        start, context_json, context_members = head
+        if props:
+            own = plain_json(props, self._redactor)
+            keys = props.keys()
+            if own is None or not keys.isdisjoint(self._constant_keys):
+                return self._build_spliced(pending, uuid)
+            if not keys.isdisjoint(context_members):  # the event's own values win
+                context_json = self._context_json_without(pending.context, context_members, keys)
+            parts: tuple[str, ...] = (start, context_json, ",", own[1:-1])
+        else:
+            parts = (start, context_json)
+        end = ('},"timestamp":"', format_timestamp(pending.timestamp), '","uuid":"', uuid, '"}')
+        payload = "".join(parts + end).encode("utf-8", "replace")
+        if len(payload) > MAX_EVENT_BYTES:
+            return None
+        return BuiltEvent(uuid=uuid, payload=payload)
+
+    def _head(self, pending: PendingEvent) -> tuple[str, str, dict[str, Any]] | None:
+        """An identified event's JSON up to its context's members, those members as JSON
+        (see :meth:`_context_json`) and as a dict; None for a personless event or a tag
+        that overrides a constant property. A run of events of one name in one context
+        shares them: the last are remembered."""
+        context, name, explicit = pending.context, pending.event, pending.distinct_id
+        last = self._last_head
+        if last[0] is context and last[1] is explicit and last[2] == name:
+            return last[3]
+        context_members, context_json = self._context_json(context)
+        distinct_id = choose_distinct_id(explicit, context)
+        if context_json is None or distinct_id is None:
+            return None
+        start = "".join(
+            (
+                '{"event":',
+                quote(self._checked_name(name)),
+                ',"distinct_id":',
+                quote(self._checked_distinct_id(distinct_id)),
+                ',"properties":{',
+                self._constant_json,
+            )
+        )
+        head = (start, context_json, context_members)
+        if self._last_context[0] is context and (explicit is None or type(explicit) is str):
+            self._last_head = (context, explicit, name, head)
+        return head
+
+    def _build_spliced(self, pending: PendingEvent, uuid: str) -> BuiltEvent | None:
+        """:meth:`_build_fast` for the events it does not take the short way: personless
+        ones, with groups, or with properties to convert or overriding the context's."""
         context = pending.context
         context_members, context_json = self._context_json(context)
         if context_json is None:
@@ -281,8 +346,7 @@ class EventBuilder:
             if not keys.isdisjoint(self._constant_keys):
                 return None
             if not keys.isdisjoint(context_members):  # the event's own values win
-                rest = {k: v for k, v in context_members.items() if k not in keys}
-                context_json = "," + dumps_text(rest)[1:-1] if rest else ""
+                context_json = self._context_json_without(context, context_members, keys)
         parts = ['{"event":', quote(self._checked_name(pending.event)), ',"distinct_id":']
         parts += (quote(distinct_id), ',"properties":{', self._constant_json, context_json)
         if own:
@@ -313,6 +377,21 @@ class EventBuilder:
         if all(type(v) in _IMMUTABLE_SCALARS for v in tags.values()):
             self._last_context = (context, members, text)
         return members, text
+
+    def _context_json_without(
+        self, context: ContextState, members: dict[str, Any], keys: Any
+    ) -> str:
+        """The context's members less those the event sets itself (remembered, as the
+        events of one call site set the same keys)."""
+        overridden = frozenset(keys & members.keys())
+        last = self._last_overridden
+        if last[0] is context and last[1] == overridden:
+            return last[2]
+        rest = {k: v for k, v in members.items() if k not in overridden}
+        text = "," + dumps_text(rest)[1:-1] if rest else ""
+        if self._last_context[0] is context:  # only a remembered context is remembered
+            self._last_overridden = (context, overridden, text)
+        return text
 
     def to_dict(
         self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH

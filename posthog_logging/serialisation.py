@@ -30,6 +30,7 @@ __all__ = [
     "as_text",
     "dumps",
     "dumps_text",
+    "plain_json",
     "quote",
     "to_jsonable",
 ]
@@ -335,6 +336,30 @@ def dumps(data: Any) -> bytes:
     Lone surrogates (invalid in UTF-8, rejected by PostHog) become ``?``.
     """
     return _encode(data).encode("utf-8", "replace")
+
+
+def plain_json(mapping: dict[str, Any], redactor: Redactor = _NO_REDACTION) -> str | None:
+    """The JSON text of a flat dict that :func:`to_jsonable` would leave as it is (string
+    keys that are not secret, plain scalars within the limits), or None when it would
+    not: the short way for the usual properties, with no copy made."""
+    is_secret = redactor.is_secret
+    limit = MAX_STRING_LENGTH
+    for key, value in mapping.items():
+        if type(key) is not str or len(key) > limit or is_secret(key):
+            return None
+        cls = type(value)
+        if cls is str:
+            if len(value) > limit:
+                return None
+        elif cls is float:
+            if value - value != 0.0:  # NaN or an infinity
+                return None
+        elif cls is int:
+            if not -_INT_RANGE <= value < _INT_RANGE:
+                return None
+        elif value is not None and cls is not bool:
+            return None
+    return _encode(mapping)
 
 
 def dumps_text(data: Any) -> str:
