@@ -50,6 +50,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .serialisation import dumps_text
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_EVENT_BYTES",
@@ -155,7 +157,7 @@ class EventStore:
                 event["event"],
                 event["distinct_id"],
                 event.get("timestamp"),
-                json.dumps(event.get("properties") or {}),
+                event.get("properties_json") or json.dumps(event.get("properties") or {}),
                 received_at,
             )
             for event in events
@@ -373,9 +375,10 @@ def _decode(body: bytes, gzipped: bool) -> Any:
     return _decode_checked(body, gzipped)[0]
 
 
-def _decode_checked(body: bytes, gzipped: bool) -> tuple[Any, bool]:
-    """The JSON payload, and whether its events need the size and Unicode checks: not
-    when the whole body is under the limit for one event and escapes no lone surrogate."""
+def _decode_checked(body: bytes, gzipped: bool) -> tuple[Any, bool, bool]:
+    """The JSON payload, and whether its events need the size check (not when the whole
+    body is under the limit for one event) and the Unicode check (not when it escapes no
+    lone surrogate)."""
     if not body:
         raise _invalid("the request body is empty")
     if gzipped:
@@ -391,7 +394,7 @@ def _decode_checked(body: bytes, gzipped: bool) -> tuple[Any, bool]:
         payload = json.loads(text, parse_constant=_reject_constant)
     except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
         raise _invalid("the body is not valid UTF-8 JSON") from None
-    return payload, len(body) > MAX_EVENT_BYTES or bool(_SURROGATE_ESCAPE.search(text))
+    return payload, len(body) > MAX_EVENT_BYTES, bool(_SURROGATE_ESCAPE.search(text))
 
 
 def _count_events(body: bytes | _Rejection, gzipped: bool) -> int:
@@ -462,10 +465,13 @@ def _event_uuid(value: Any, where: str) -> str | None:
     return str(uuid.UUID(value))
 
 
-def _validate(index: int, raw: Any, check_size: bool = True) -> dict[str, Any]:
+def _validate(
+    index: int, raw: Any, check_size: bool = True, check_unicode: bool = True
+) -> dict[str, Any]:
     """Check one event as PostHog does and return it in the store's form, without the key.
 
-    ``check_size`` False skips the size and Unicode checks, for a body known to pass them.
+    The size check can be skipped for a body under the limit for one event, the Unicode
+    check for a body that escapes no lone surrogate.
     """
     where = f"event {index}"
     if not isinstance(raw, dict):
@@ -485,23 +491,32 @@ def _validate(index: int, raw: Any, check_size: bool = True) -> dict[str, Any]:
     timestamp = raw.get("timestamp")
     if timestamp is not None and not isinstance(timestamp, str):
         raise _invalid(f"{where}: 'timestamp' is not a string")
-    if check_size:
+    if check_unicode:
         try:
             size = len(_compact_json(raw).encode("utf-8"))
         except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
             raise _invalid(f"{where} holds a string that is not valid Unicode") from None
         if size > MAX_EVENT_BYTES:
             raise _Rejection(413, "event_too_large", f"{where} is over 1 MB")
-    stored = {key: value for key, value in properties.items() if key != "token"}
+    stored = properties
+    if "token" in stored:
+        stored = {key: value for key, value in properties.items() if key != "token"}
     for field in ("$set", "$set_once"):  # PostHog folds top-level person updates into properties
         if field in raw and field not in stored:
-            stored[field] = raw[field]
+            stored = {**stored, field: raw[field]}
+    try:
+        text = dumps_text(stored)  # what the store keeps; no lone surrogate gets this far
+    except ValueError:  # 1e400 parses as an infinity, which is not JSON
+        raise _invalid(f"{where} holds a number out of range") from None
+    if check_size and not check_unicode and len(dumps_text(raw).encode()) > MAX_EVENT_BYTES:
+        raise _Rejection(413, "event_too_large", f"{where} is over 1 MB")
     return {
         "uuid": event_uuid,
         "event": name,
         "distinct_id": distinct_id,
         "timestamp": timestamp,
         "properties": stored,
+        "properties_json": text,
     }
 
 
@@ -607,13 +622,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if isinstance(body, _Rejection):
                 raise body
-            payload, check_each = _decode_checked(body, gzipped)
+            payload, check_size, check_unicode = _decode_checked(body, gzipped)
             key, raw_events = _split(payload)
             count = len(raw_events)
             _check_key(key, raw_events)
             if not raw_events:
                 raise _invalid("the batch is empty")
-            events = [_validate(i, e, check_each) for i, e in enumerate(raw_events)]
+            events = [_validate(i, e, check_size, check_unicode) for i, e in enumerate(raw_events)]
             self.server.owner.store.add(events)
         except _Rejection as rejection:
             return rejection.status, rejection.body(), count

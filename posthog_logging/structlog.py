@@ -160,8 +160,22 @@ class PostHogProcessor:
         name = None
         if marker:
             name = marker if isinstance(marker, str) else as_text(event_dict.get("event", ""))
+        client = self.client
+        if name and not (exc_info and levelno >= self.exception_level):
+            # The common case, an event and nothing else, without the general path's work.
+            client._capture(
+                name,
+                properties,
+                distinct_id,
+                groups,
+                time.time(),
+                None,
+                None,
+                stamped_context(event_dict),
+            )
+            return
         send_entry(
-            self.client,
+            client,
             name=name,
             properties=properties,
             distinct_id=distinct_id,

@@ -281,6 +281,22 @@ class TestBadRequest:
         data = json.dumps(batch(make_event(properties={"x": "\ud800"}))).encode()
         assert_rejected(post(server, data=data), 400)
 
+    def test_number_out_of_range_is_400(self, server: LocalServer) -> None:
+        """1e400 is no number JSON can carry (it would be read as infinity): 400."""
+        event = b'{"event": "e", "distinct_id": "u", "properties": {"n": 1e400}}'
+        data = b'{"api_key": "phc_x", "batch": [' + event + b"]}"
+        assert_rejected(post(server, data=data), 400, "invalid_payload")
+        assert server.store.count() == 0
+
+    def test_many_events_over_1_mb_together_are_accepted(self, server: LocalServer) -> None:
+        """The 1 MB limit is per event: 5,000 events making a 2 MB body are all stored,
+        non-ASCII text as it was sent."""
+        events = [make_event(properties={"i": i, "text": "é" * 200}) for i in range(5_000)]
+        assert len(json.dumps(batch(*events)).encode()) > 2 * MAX_EVENT_BYTES
+        assert post(server, batch(*events)).status_code == 200
+        assert server.store.count() == 5_000
+        assert server.events(limit=1)[0]["properties"]["text"] == "é" * 200
+
     def test_different_keys_in_one_request_is_400(self, server: LocalServer) -> None:
         """Events of one request that carry different keys are answered 400."""
         body = [make_event(token=KEY), make_event(token=KEY + "x")]
