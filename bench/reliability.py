@@ -21,9 +21,7 @@ import argparse
 import datetime as dt
 import email.utils
 import json
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,8 +34,10 @@ import posthog_logging.client as client_module
 from posthog_logging import Client
 from posthog_logging.server import Fault, LocalServer
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _report import machine, table, write_between_markers
+
 KEY = "phc_reliability_figures"
-DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 
 
 def wire_events(server: LocalServer) -> int:
@@ -310,27 +310,6 @@ def memory_outage(data: pathlib.Path, n: int, paced: int, rate: int) -> list[dic
 # -- output ---------------------------------------------------------------------------------
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, dict):
-            return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        return str(value)
-
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cell(row[k]) for k in head) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def machine() -> str:
-    return (
-        f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
@@ -374,11 +353,7 @@ def main() -> int:
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
     if args.write_docs:
-        doc = DOC.read_text()
-        begin, end = "<!-- figures -->", "<!-- /figures -->"
-        before, _, rest = doc.partition(begin)
-        _, _, after = rest.partition(end)
-        DOC.write_text(f"{before}{begin}\n{text}\n{end}{after}")
+        write_between_markers("reliability.md", "figures", text)
     return 0
 
 

@@ -508,7 +508,7 @@ def _validate(
         text = dumps_text(stored)  # what the store keeps; no lone surrogate gets this far
     except ValueError:  # 1e400 parses as an infinity, which is not JSON
         raise _invalid(f"{where} holds a number out of range") from None
-    if check_size and not check_unicode and len(dumps_text(raw).encode()) > MAX_EVENT_BYTES:
+    if check_size and not check_unicode and _size(raw, stored, text) > MAX_EVENT_BYTES:
         raise _Rejection(413, "event_too_large", f"{where} is over 1 MB")
     return {
         "uuid": event_uuid,
@@ -518,6 +518,16 @@ def _validate(
         "properties": stored,
         "properties_json": text,
     }
+
+
+def _size(raw: dict[str, Any], stored: dict[str, Any], stored_json: str) -> int:
+    """The size of an event's compact JSON, from its properties' JSON when those are
+    stored as they came (they are nearly all of an event): the rest is encoded alone."""
+    if stored is not raw.get("properties"):
+        return len(dumps_text(raw).encode())
+    rest = dumps_text({key: value for key, value in raw.items() if key != "properties"})
+    comma = 1 if len(rest) > 2 else 0
+    return len(rest.encode()) + comma + len('"properties":') + len(stored_json.encode())
 
 
 class _HTTPServer(ThreadingHTTPServer):
