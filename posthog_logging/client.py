@@ -1136,15 +1136,35 @@ class Client:
 
     def _abandon_held(self) -> None:
         self._shutdown_ok = False
-        batches = [item for item in list(self._backlog) if isinstance(item, _Batch)]
+        held = list(self._backlog)
+        self._backlog.clear()
+        batches = [item for item in held if isinstance(item, _Batch)]
+        markers = [item for item in held if isinstance(item, _FlushMarker)]
         in_flight = self._in_flight
         if in_flight is not None and in_flight not in batches:
             batches.insert(0, in_flight)
         if self._open:
-            batches.append(_Batch(list(self._open), self._open_size))
-        pending = [item for item in list(self._queue) if isinstance(item, PendingEvent)]
+            batches.append(_Batch(self._open, self._open_size))
+            self._open, self._open_size = [], 0
+        pending = []
+        while self._queue:  # taken out, so that stats count each event once
+            item = self._queue.popleft()
+            if isinstance(item, PendingEvent):
+                pending.append(item)
+            elif isinstance(item, _FlushMarker):
+                markers.append(item)
         with self._stats_lock:
             self._dequeued += len(pending)
+        try:
+            self._account_abandoned(batches, pending)
+        finally:
+            # What was held has been spooled or counted: nothing is in memory any more.
+            self._memory_events = self._memory_bytes = 0
+            for marker in markers:
+                marker.done.set()
+
+    def _account_abandoned(self, batches: list[_Batch], pending: list[PendingEvent]) -> None:
+        """Spool, or count as lost, what shutdown() gave up waiting for."""
         if self._spool is not None:
             built = [b.payload for b in map(self._build, pending) if b is not None]
             if built:

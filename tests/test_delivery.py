@@ -691,6 +691,43 @@ class TestDeadlines:
         stats = client.stats
         assert stats.sent + stats.failed + stats.dropped_total == 20, stats
 
+    @pytest.mark.parametrize("kind", ["hold", "delay"])
+    def test_events_built_during_a_request_in_flight_at_shutdown(
+        self,
+        kind: str,
+        make_client: Callable[..., Client],
+        server: LocalServer,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """While a request is in flight the sender builds what keeps coming; shutdown()
+        still returns in time and every event is counted once, built or not, and after
+        the server answers the stuck request."""
+        outage = Outage(server, kind)
+        client = make_client(max_retries=20, timeout=10, flush_at=10)
+        spy = SendSpy(client, monkeypatch)
+        outage.start()
+        try:
+            for i in range(3_010):
+                client.capture("step", {"i": i}, distinct_id="u1")
+            wait_until(lambda: spy.started >= 1, what="the request to start")
+            wait_until(lambda: not client._queue, what="the sender to build during the request")
+            assert spy.started == 1 and client._memory_events == 3_010
+            started = time.monotonic()
+            assert client.shutdown(1.0) is False
+            took = time.monotonic() - started
+        finally:
+            outage.end()
+        assert took < 1.0 + JOIN_GRACE + 0.5
+        stats = client.stats
+        assert stats.sent + stats.failed + stats.dropped_total == 3_010, stats
+        wait_until(lambda: spy.attempts, timeout=8, what="the request to be answered")
+        thread = client._thread
+        assert thread is not None
+        thread.join(5)
+        stats = client.stats
+        assert stats.sent + stats.failed + stats.dropped_total == 3_010, stats
+        assert stats.pending == 0
+
 
 # -- process exit -------------------------------------------------------------------------
 
