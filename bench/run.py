@@ -34,9 +34,9 @@ import posthog_logging
 BURST = Path(__file__).resolve().parent / "burst.py"
 #: Growth of resident memory allowed in an outage with the default bounds, as
 #: docs/reliability.md states it: 32 MiB of built events (max_queue_bytes, about 37 MB
-#: with the objects holding them), up to 10,000 events not yet built (at most 1 kB each
-#: with a handful of properties), and a request's body and its gzip copy (8 MB).
-OUTAGE_RSS_BOUND_MB = 55.0
+#: with the objects holding them), up to 25,000 events not yet built (about 15 MB with
+#: the values they hold), and a request's body and its gzip copy (8 MB).
+OUTAGE_RSS_BOUND_MB = 60.0
 
 
 Timings = dict[str, list[float]]

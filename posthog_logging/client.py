@@ -43,9 +43,10 @@ from .events import (
     uuid7,
 )
 from .exceptions import InAppRules, mark_captured, snapshot_exception
+from .otlp import MAX_LOGS_BATCH_BYTES, LogBuilder, PendingLog
 from .serialisation import DEFAULT_REDACT_KEYS, Redactor
 from .spool import Segment, Spool, SpoolStats
-from .transport import DEFAULT_HOST, SendResult, Transport
+from .transport import DEFAULT_HOST, EVENTS, LOGS, SendResult, Transport
 
 __all__ = ["Client", "Stats", "in_library_code"]
 
@@ -67,6 +68,8 @@ SPOOL_RESERVE = 0.5
 JOIN_GRACE = 0.05
 #: How long the sender pauses after an unexpected error of its own before going on.
 ERROR_PAUSE = 0.5
+#: Spool lines of log records start with this (an event's JSON starts with "{").
+_LOG_LINE = b"L"
 #: While a request is in flight, the sender builds events this many at a time, and
 #: looks for new ones this often (seconds) when there are none.
 BUILD_CHUNK = 256
@@ -109,6 +112,8 @@ class Stats:
     or that ran out of retries; ``dropped`` events discarded before sending, by reason;
     ``pending`` events still in memory; ``spooled`` events written to the disk spool and
     ``replayed`` events from the spool that were then sent (they count in ``sent`` too).
+    Log lines for PostHog Logs count in all of these as events do; ``logs_sent`` is the
+    part of ``sent`` that were log lines.
     """
 
     enqueued: int
@@ -119,6 +124,7 @@ class Stats:
     pending: int = 0
     spooled: int = 0
     replayed: int = 0
+    logs_sent: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -152,9 +158,11 @@ class _Request:
 
     __slots__ = ("args", "done", "result", "transport")
 
-    def __init__(self, transport: Transport, events: list[bytes], sent_at: str, timeout: float):
+    def __init__(
+        self, transport: Transport, events: list[bytes], sent_at: str, timeout: float, kind: str
+    ) -> None:
         self.transport = transport
-        self.args = (events, sent_at, timeout)
+        self.args = (events, sent_at, timeout, kind)
         self.done = threading.Event()
         self.result = SendResult(status=None, error="no answer")
 
@@ -171,11 +179,27 @@ class _Request:
 class _Batch:
     """Events sent together, with their retry state (the same uuids on every try)."""
 
-    __slots__ = ("attempts", "counted_lost", "delivered", "events", "not_before", "replay", "size")
+    __slots__ = (
+        "attempts",
+        "counted_lost",
+        "delivered",
+        "events",
+        "kind",
+        "not_before",
+        "replay",
+        "size",
+    )
 
-    def __init__(self, events: list[bytes], size: int, replay: _Replay | None = None) -> None:
+    def __init__(
+        self,
+        events: list[bytes],
+        size: int,
+        replay: _Replay | None = None,
+        kind: str = EVENTS,
+    ) -> None:
         self.events = events
         self.size = size
+        self.kind = kind  # EVENTS or LOGS: where the batch goes
         self.attempts = 0
         self.not_before = 0.0  # monotonic time of the next try
         self.replay = replay
@@ -206,7 +230,7 @@ class Client:
         *,
         flush_at: int = 100,
         flush_interval: float = 0.5,
-        max_queue_size: int = 10_000,
+        max_queue_size: int = 25_000,
         max_queue_bytes: int = 32 * 1024 * 1024,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 256 * 1024 * 1024,
@@ -223,6 +247,7 @@ class Client:
         redact_keys: Iterable[str] | None = DEFAULT_REDACT_KEYS,
         in_app_include: Iterable[str] = (),
         in_app_exclude: Iterable[str] = (),
+        service_name: str | None = None,
     ) -> None:
         _check_positive("flush_at", flush_at, integer=True)
         _check_positive("flush_interval", flush_interval)
@@ -261,13 +286,17 @@ class Client:
         self.debug = debug
         self.shutdown_timeout = float(shutdown_timeout)
         self._on_error = on_error
+        redactor = Redactor(redact_keys)
         self._builder = EventBuilder(
             super_properties=super_properties,
-            redactor=Redactor(redact_keys),
+            redactor=redactor,
             before_send=before_send,
             in_app=InAppRules(tuple(in_app_include), tuple(in_app_exclude)),
         )
-        self._transport = Transport(self.host, self.api_key or "", gzip=gzip, timeout=timeout)
+        self._log_builder = LogBuilder(redactor)
+        self._transport = Transport(
+            self.host, self.api_key or "", gzip=gzip, timeout=timeout, service_name=service_name
+        )
         self._spool: Spool | None = None
         if spool_dir is not None and self.api_key is not None and not disabled:
             self._spool = Spool(
@@ -305,6 +334,7 @@ class Client:
         self._deadline: float | None = None  # monotonic; set by shutdown()
         self._dequeued = 0
         self._sent = 0
+        self._logs_sent = 0
         self._retried = 0
         self._failed = 0
         self._spooled = 0
@@ -313,8 +343,9 @@ class Client:
         self._last_warning: dict[str, float] = {}
         # The sender's own: built events in memory, in order.
         self._backlog: collections.deque[_Batch | _FlushMarker] = collections.deque()
-        self._open: list[bytes] = []  # the batch being filled
-        self._open_size = 0
+        # The batches being filled, one per kind (events, log lines), and their sizes.
+        self._open: dict[str, list[bytes]] = {EVENTS: [], LOGS: []}
+        self._open_size: dict[str, int] = {EVENTS: 0, LOGS: 0}
         self._last_seal = time.monotonic()
         self._taken = 0  # the event the sender has taken from the queue and is building
         self._memory_events = 0  # built events in memory (backlog and open batch)
@@ -351,7 +382,9 @@ class Client:
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         with self._stats_lock:
-            not_dequeued = sum(1 for item in list(self._queue) if isinstance(item, PendingEvent))
+            not_dequeued = sum(
+                1 for item in list(self._queue) if isinstance(item, (PendingEvent, PendingLog))
+            )
             return Stats(
                 enqueued=self._dequeued + not_dequeued,
                 sent=self._sent,
@@ -361,6 +394,7 @@ class Client:
                 pending=not_dequeued + self._memory_events,
                 spooled=self._spooled,
                 replayed=self._replayed,
+                logs_sent=self._logs_sent,
             )
 
     def capture(
@@ -594,30 +628,45 @@ class Client:
         pending = PendingEvent(
             event, properties, distinct_id, state, timestamp, uuid, groups, exception
         )
+        return self._enqueue(pending)
+
+    def capture_log(self, pending: PendingLog) -> bool:
+        """Queue a log line for PostHog Logs (the logging bridges make ``pending``).
+        True when it was queued."""
+        if self.disabled or self._closed or self.api_key is None:
+            if self.disabled or (self.api_key is None and _recorder is None):
+                return False
+            if self._closed:
+                self._drop("shutdown", "log line after shutdown(); not sent")
+                return False
+        return self._enqueue(pending)
+
+    def _enqueue(self, item: PendingEvent | PendingLog) -> bool:
         if self.sync_mode:
-            return self._send_now(pending)
+            return self._send_now(item)
         queue = self._queue
         if len(queue) + self._taken >= self.max_queue_size:
             self._drop("queue_full", "the queue is full (max_queue_size); events dropped")
             return False
-        queue.append(pending)
+        queue.append(item)
         if self._thread is None and not self._threads_refused:
             self._start_sender()
         if len(queue) >= self.flush_at and not self._wake.is_set():
             self._wake.set()
         return True
 
-    def _send_now(self, pending: PendingEvent) -> bool:
+    def _send_now(self, item: PendingEvent | PendingLog) -> bool:
         """``sync_mode``: build and send on the caller's thread, retries included."""
         was_active = _local.active
         _local.active = True
         try:
             with self._stats_lock:
                 self._dequeued += 1
-            built = self._build(pending)
+            built = self._build_item(item)
             if built is None:
                 return False
-            batch = _Batch([built.payload], len(built.payload) + 1)
+            payload, kind = built
+            batch = _Batch([payload], len(payload) + 1, kind=kind)
             self._memory_events += 1
             self._memory_bytes += batch.size
             waiting = [batch]
@@ -698,7 +747,7 @@ class Client:
         wait = self.flush_interval
         if len(self._queue) >= self.flush_at:
             return 0.0
-        if self._open:
+        if self._has_open():
             wait = min(wait, self._last_seal + self.flush_interval - now)
         for item in self._backlog:
             if isinstance(item, _Batch):
@@ -714,11 +763,11 @@ class Client:
             return True
         try:
             self._take()
-            if self._open and (
+            if self._has_open() and (
                 self._stopping or time.monotonic() - self._last_seal >= self.flush_interval
             ):
                 self._seal()
-            elif not self._open:
+            elif not self._has_open():
                 self._last_seal = time.monotonic()
             self._send_due()
             if not self._stopping:
@@ -753,12 +802,12 @@ class Client:
                     item = queue.popleft()
                 except IndexError:
                     return
-                if type(item) is PendingEvent:
+                if type(item) is PendingEvent or type(item) is PendingLog:
                     taken += 1
                     self._taken = 1  # still counted against max_queue_size while it is built
-                    built = self._build(item)
+                    built = self._build_item(item)
                     self._taken = 0
-                    if built is not None and self._add(built.payload) and not whole:
+                    if built is not None and self._add(*built) and not whole:
                         head = self._backlog[0]
                         if not isinstance(head, _Batch) or head.not_before <= time.monotonic():
                             return
@@ -773,32 +822,43 @@ class Client:
                 with self._stats_lock:
                     self._dequeued += taken
 
-    def _add(self, payload: bytes) -> bool:
-        """Put an event in the batch being filled; True when that sealed the batch."""
+    def _add(self, payload: bytes, kind: str = EVENTS) -> bool:
+        """Put an event (or a log line) in the batch being filled for its kind; True when
+        that sealed the batch."""
         size = len(payload) + 1
-        if self._open and self._open_size + size > self._batch_bytes:
-            self._seal()
+        limit = (
+            self._batch_bytes if kind == EVENTS else min(self._batch_bytes, MAX_LOGS_BATCH_BYTES)
+        )
+        filling = self._open[kind]
+        if filling and self._open_size[kind] + size > limit:
+            self._seal(kind)
+            filling = self._open[kind]
         if self._spool is not None:
             self._spill_overflow(size)
         if self._memory_bytes + size > self.max_queue_bytes:
             self._drop("queue_full", "the queue is full (max_queue_bytes); events dropped")
             return False
-        self._open.append(payload)
-        self._open_size += size
+        filling.append(payload)
+        self._open_size[kind] += size
         self._memory_events += 1
         self._memory_bytes += size
-        # While a request is in flight the batch grows past flush_at (up to MAX_BATCH_BYTES):
-        # under load, batches grow with it, and each request carries more.
-        if len(self._open) >= self.flush_at and not self._posting:
-            self._seal()
+        # While a request is in flight the batch grows past flush_at (up to its bytes
+        # limit): under load, batches grow with it, and each request carries more.
+        if len(filling) >= self.flush_at and not self._posting:
+            self._seal(kind)
             return True
         return False
 
-    def _seal(self) -> None:
-        """Close the batch being filled: it joins the backlog, to be sent in turn."""
-        if self._open:
-            self._backlog.append(_Batch(self._open, self._open_size))
-            self._open, self._open_size = [], 0
+    def _has_open(self) -> bool:
+        return bool(self._open[EVENTS] or self._open[LOGS])
+
+    def _seal(self, kind: str | None = None) -> None:
+        """Close the batch being filled (of ``kind``, or of each kind): it joins the
+        backlog, to be sent in turn."""
+        for each in (EVENTS, LOGS) if kind is None else (kind,):
+            if self._open[each]:
+                self._backlog.append(_Batch(self._open[each], self._open_size[each], kind=each))
+                self._open[each], self._open_size[each] = [], 0
         self._last_seal = time.monotonic()
 
     def _send_due(self) -> None:
@@ -831,8 +891,9 @@ class Client:
         self._in_flight = batch
         result = self._post(batch, timeout)
         self._in_flight = None
-        if len(self._open) >= self.flush_at:
-            self._seal()  # what came in meanwhile goes next, as one batch
+        for kind, filling in self._open.items():
+            if len(filling) >= self.flush_at:
+                self._seal(kind)  # what came in meanwhile goes next, as one batch
         if self._finished.is_set():
             self._late_answer(batch, result)
             return []
@@ -841,6 +902,8 @@ class Client:
             batch.delivered = True
             with self._stats_lock:
                 self._sent += len(batch.events)
+                if batch.kind == LOGS:
+                    self._logs_sent += len(batch.events)
                 if batch.replay is not None:
                     self._replayed += len(batch.events)
             logger.debug("posthog_logging: sent %d events", len(batch.events))
@@ -889,17 +952,17 @@ class Client:
         """
         sent_at = format_timestamp(time.time())
         if _recorder is not None:
-            result: SendResult = _recorder.send(batch.events, sent_at, timeout)
+            result: SendResult = _recorder.send(batch.events, sent_at, timeout, batch.kind)
             return result
         if not self._queue or self.sync_mode or self._deadline is not None:
-            return self._transport.send(batch.events, sent_at, timeout)
-        request = _Request(self._transport, batch.events, sent_at, timeout)
+            return self._transport.send(batch.events, sent_at, timeout, batch.kind)
+        request = _Request(self._transport, batch.events, sent_at, timeout, batch.kind)
         try:
             threading.Thread(
                 target=request.run, name="posthog_logging.request", daemon=True
             ).start()
         except RuntimeError:  # no new threads at interpreter exit
-            return self._transport.send(batch.events, sent_at, timeout)
+            return self._transport.send(batch.events, sent_at, timeout, batch.kind)
         self._posting = True
         try:
             while not request.done.wait(0 if self._queue else BUILD_POLL):
@@ -914,6 +977,17 @@ class Client:
             self._posting = False
         return request.result
 
+    def _build_item(self, item: PendingEvent | PendingLog) -> tuple[bytes, str] | None:
+        """An event's or a log line's JSON and its kind; None when it was dropped."""
+        if type(item) is PendingLog:
+            try:
+                return self._log_builder.build(item), LOGS
+            except Exception as exc:
+                self._drop("build_error", f"could not build a log line: {exc!r}")
+                return None
+        built = self._build(item)  # type: ignore[arg-type]
+        return None if built is None else (built.payload, EVENTS)
+
     def _build(self, pending: PendingEvent) -> BuiltEvent | None:
         try:
             return self._builder.build(pending)
@@ -927,7 +1001,7 @@ class Client:
         half = len(batch.events) // 2
         parts = []
         for events in (batch.events[:half], batch.events[half:]):
-            part = _Batch(events, sum(len(e) + 1 for e in events), batch.replay)
+            part = _Batch(events, sum(len(e) + 1 for e in events), batch.replay, batch.kind)
             part.attempts = batch.attempts
             parts.append(part)
         if batch.replay is not None:
@@ -982,8 +1056,9 @@ class Client:
     def _spill(self, batch: _Batch) -> None:
         """Write ``batch`` to the spool; if that fails, count its events as lost."""
         assert self._spool is not None
+        lines = batch.events if batch.kind == EVENTS else [_LOG_LINE + r for r in batch.events]
         try:
-            outcome = self._spool.write(batch.events)
+            outcome = self._spool.write(lines)
         except OSError as exc:
             self._release(batch)
             self._drop(
@@ -1018,7 +1093,7 @@ class Client:
         spool = self._spool
         if spool is None:
             return
-        if not first and (any(isinstance(i, _Batch) for i in self._backlog) or self._open):
+        if not first and (any(isinstance(i, _Batch) for i in self._backlog) or self._has_open()):
             return
         now = time.monotonic()
         if now < self._next_spool_check:
@@ -1039,15 +1114,23 @@ class Client:
             return
         batches: list[_Batch] = []
         replay = _Replay(segment, 0)
-        events: list[bytes] = []
-        size = 0
-        for event in segment.events:
-            if events and (len(events) >= self.flush_at or size + len(event) > MAX_BATCH_BYTES):
-                batches.append(_Batch(events, size, replay))
-                events, size = [], 0
-            events.append(event)
-            size += len(event) + 1
-        batches.append(_Batch(events, size, replay))
+        lines = [line for line in segment.events if line.startswith(_LOG_LINE)]
+        events = [line for line in segment.events if not line.startswith(_LOG_LINE)]
+        logs = [line[len(_LOG_LINE) :] for line in lines]
+        for kind, items, limit in (
+            (EVENTS, events, MAX_BATCH_BYTES),
+            (LOGS, logs, MAX_LOGS_BATCH_BYTES),
+        ):
+            chunk: list[bytes] = []
+            size = 0
+            for item in items:
+                if chunk and (len(chunk) >= self.flush_at or size + len(item) > limit):
+                    batches.append(_Batch(chunk, size, replay, kind))
+                    chunk, size = [], 0
+                chunk.append(item)
+                size += len(item) + 1
+            if chunk:
+                batches.append(_Batch(chunk, size, replay, kind))
         replay.outstanding = len(batches)
         for batch in batches:
             self._memory_events += len(batch.events)
@@ -1087,7 +1170,7 @@ class Client:
         lost = 0
         while self._queue:
             item = self._queue.popleft()
-            if isinstance(item, PendingEvent):
+            if isinstance(item, (PendingEvent, PendingLog)):
                 with self._stats_lock:
                     self._dequeued += 1
                 lost += 1
@@ -1143,13 +1226,14 @@ class Client:
         in_flight = self._in_flight
         if in_flight is not None and in_flight not in batches:
             batches.insert(0, in_flight)
-        if self._open:
-            batches.append(_Batch(self._open, self._open_size))
-            self._open, self._open_size = [], 0
-        pending = []
+        for kind, filling in self._open.items():
+            if filling:
+                batches.append(_Batch(filling, self._open_size[kind], kind=kind))
+                self._open[kind], self._open_size[kind] = [], 0
+        pending: list[PendingEvent | PendingLog] = []
         while self._queue:  # taken out, so that stats count each event once
             item = self._queue.popleft()
-            if isinstance(item, PendingEvent):
+            if isinstance(item, (PendingEvent, PendingLog)):
                 pending.append(item)
             elif isinstance(item, _FlushMarker):
                 markers.append(item)
@@ -1163,12 +1247,19 @@ class Client:
             for marker in markers:
                 marker.done.set()
 
-    def _account_abandoned(self, batches: list[_Batch], pending: list[PendingEvent]) -> None:
+    def _account_abandoned(
+        self, batches: list[_Batch], pending: list[PendingEvent | PendingLog]
+    ) -> None:
         """Spool, or count as lost, what shutdown() gave up waiting for."""
         if self._spool is not None:
-            built = [b.payload for b in map(self._build, pending) if b is not None]
-            if built:
-                batches.append(_Batch(built, sum(len(e) + 1 for e in built)))
+            built: dict[str, list[bytes]] = {EVENTS: [], LOGS: []}
+            for item in pending:
+                made = self._build_item(item)
+                if made is not None:
+                    built[made[1]].append(made[0])
+            for kind, lines in built.items():
+                if lines:
+                    batches.append(_Batch(lines, sum(len(e) + 1 for e in lines), kind=kind))
             for batch in batches:
                 if batch.replay is not None:
                     batch.replay.given_back = True

@@ -27,9 +27,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import platform
-import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,8 +72,6 @@ MAX_NAME_LENGTH = 200
 
 BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
-_getrandbits = random.getrandbits  # reseeded in forked children by the random module
-
 
 def uuid7(timestamp: float | None = None) -> str:
     """A time-ordered UUID (version 7) as a string, from ``timestamp`` (epoch seconds)."""
@@ -83,13 +82,36 @@ def uuid7(timestamp: float | None = None) -> str:
         h = f"{ms:012x}"
         prefix = f"{h[:8]}-{h[8:]}-7"
         _last_ms = (ms, prefix)
-    rand = _getrandbits(74)
-    # 12 random bits after the version, then the RFC 4122 variant and 62 random bits
-    tail = f"{(0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF):016x}"
-    return f"{prefix}{rand >> 62:03x}-{tail[:4]}-{tail[4:]}"
+    # 74 random bits: 12 after the version, the RFC 4122 variant, then 62. They are cut
+    # from a pool of random hex of this thread's, made a few hundred uuids at a time.
+    pool = _random
+    i = pool.at
+    if i > _RANDOM_POOL_HEX - 19:
+        pool.hex, i = os.urandom(_RANDOM_POOL_HEX // 2).hex(), 0
+    h = pool.hex
+    pool.at = i + 19
+    return f"{prefix}{h[i : i + 3]}-{_VARIANT[h[i + 3]]}{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
 
 
+class _RandomPool(threading.local):
+    hex = ""
+    at = 8192  # _RANDOM_POOL_HEX: empty, filled on first use
+
+
+_RANDOM_POOL_HEX = 8192
+#: The variant's two top bits are 10: a random hex digit becomes 8, 9, a or b.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _last_ms: tuple[int, str] = (-1, "")
+_random = _RandomPool()
+
+
+def _forget_random_pool() -> None:
+    """A forked child must not make the uuids its parent makes from the same pool."""
+    _random.at = _RANDOM_POOL_HEX
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_random_pool)
 
 
 def format_timestamp(value: float | dt.datetime) -> str:

@@ -115,7 +115,7 @@ def _words(key: str) -> str:
 class Redactor:
     """Decides which property keys hold secrets. Configured once, cheap to call."""
 
-    __slots__ = ("_known", "_patterns")
+    __slots__ = ("_known", "_known_sets", "_patterns")
 
     def __init__(self, keys: Iterable[str] | None = DEFAULT_REDACT_KEYS) -> None:
         if isinstance(keys, str):
@@ -123,9 +123,23 @@ class Redactor:
         self._patterns = tuple(_words(k) for k in (keys or ()) if k.strip("_- "))
         # Keys repeat from event to event: remember each answer (a bounded number of them).
         self._known: dict[str, bool] = {}
+        self._known_sets: dict[tuple[Any, ...], bool] = {}
 
     def __bool__(self) -> bool:
         return bool(self._patterns)
+
+    def plain_keys(self, keys: tuple[Any, ...]) -> bool:
+        """True when every key is a string, not too long and not secret: the keys of one
+        call site's properties come again and again, so the answer is remembered."""
+        known = self._known_sets.get(keys)
+        if known is None:
+            known = all(
+                type(k) is str and len(k) <= MAX_STRING_LENGTH and not self.is_secret(k)
+                for k in keys
+            )
+            if len(self._known_sets) < _MAX_KNOWN_KEYS:
+                self._known_sets[keys] = known
+        return known
 
     def is_secret(self, key: str) -> bool:
         """True when values under ``key`` must be sent as ``"[Filtered]"``."""
@@ -342,11 +356,10 @@ def plain_json(mapping: dict[str, Any], redactor: Redactor = _NO_REDACTION) -> s
     """The JSON text of a flat dict that :func:`to_jsonable` would leave as it is (string
     keys that are not secret, plain scalars within the limits), or None when it would
     not: the short way for the usual properties, with no copy made."""
-    is_secret = redactor.is_secret
+    if not redactor.plain_keys(tuple(mapping)):
+        return None
     limit = MAX_STRING_LENGTH
-    for key, value in mapping.items():
-        if type(key) is not str or len(key) > limit or is_secret(key):
-            return None
+    for value in mapping.values():
         cls = type(value)
         if cls is str:
             if len(value) > limit:

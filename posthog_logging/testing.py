@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import client as client_module
-from .transport import SendResult
+from .transport import EVENTS, SendResult
 
 __all__ = ["CapturedEvents", "capture_events"]
 
@@ -47,16 +47,28 @@ class CapturedEvents:
 
     def __init__(self) -> None:
         self._events: list[dict[str, Any]] = []
+        self._logs: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     def send(
-        self, events: Sequence[bytes], sent_at: str, timeout: float | None = None
+        self,
+        events: Sequence[bytes],
+        sent_at: str,
+        timeout: float | None = None,
+        kind: str = EVENTS,
     ) -> SendResult:
         """Take a batch where a transport would post it (the clients call this)."""
         parsed = [json.loads(event) for event in events]
         with self._lock:
-            self._events.extend(parsed)
+            (self._events if kind == EVENTS else self._logs).extend(parsed)
         return SendResult(status=200)
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        """Every log line captured so far for PostHog Logs, as OTLP ``LogRecord`` dicts."""
+        _flush_all()
+        with self._lock:
+            return list(self._logs)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -140,6 +152,7 @@ class CapturedEvents:
         _flush_all()
         with self._lock:
             self._events.clear()
+            self._logs.clear()
 
     def _listing(self, events: list[dict[str, Any]] | None = None) -> str:
         shown = self.events if events is None else events

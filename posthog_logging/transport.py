@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import requests
 
 from ._version import __version__
+from .otlp import default_service_name, logs_body
 
 __all__ = ["DEFAULT_HOST", "SendResult", "Transport", "parse_retry_after"]
 
@@ -65,14 +66,28 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+#: What a batch carries, and so where it goes: events, or log lines for PostHog Logs.
+EVENTS = "events"
+LOGS = "logs"
+
+
 class Transport:
-    """Posts batches of already-serialised events to ``{host}/batch/``."""
+    """Posts batches of already-serialised events to ``{host}/batch/``, and of log
+    records (OTLP JSON) to ``{host}/i/v1/logs``."""
 
     def __init__(
-        self, host: str, api_key: str, *, gzip: bool = True, timeout: float = 10.0
+        self,
+        host: str,
+        api_key: str,
+        *,
+        gzip: bool = True,
+        timeout: float = 10.0,
+        service_name: str | None = None,
     ) -> None:
         self.host = host.rstrip("/")
         self.url = self.host + "/batch/"
+        self.logs_url = self.host + "/i/v1/logs"
+        self.service_name = service_name or default_service_name()
         self.gzip = gzip
         self.timeout = timeout
         self._key_json = json.dumps(api_key).encode()
@@ -97,11 +112,19 @@ class Transport:
         )
 
     def send(
-        self, events: Sequence[bytes], sent_at: str, timeout: float | None = None
+        self,
+        events: Sequence[bytes],
+        sent_at: str,
+        timeout: float | None = None,
+        kind: str = EVENTS,
     ) -> SendResult:
         """POST one batch. Never raises: failures come back as a :class:`SendResult`."""
-        data = self.body(events, sent_at)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        if kind == LOGS:  # the key goes in a header here, as OTLP exporters send it
+            url, data = self.logs_url, logs_body(events, self.service_name)
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        else:
+            url, data = self.url, self.body(events, sent_at)
         if self.gzip:
             # Level 1: event JSON is repetitive enough that it compresses about 20 times
             # at the fastest level, nearly as well as at 6, in under half the time.
@@ -111,7 +134,7 @@ class Transport:
             self._session = requests.Session()
         try:
             response = self._session.post(
-                self.url, data=data, headers=headers, timeout=timeout or self.timeout
+                url, data=data, headers=headers, timeout=timeout or self.timeout
             )
         except requests.RequestException as exc:
             # Only the exception's class: its text can contain the URL, never the key

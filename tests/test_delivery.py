@@ -68,10 +68,12 @@ class SendSpy:
         self._send = client._transport.send
         monkeypatch.setattr(client._transport, "send", self)
 
-    def __call__(self, events: Any, sent_at: str, timeout: float | None = None) -> SendResult:
+    def __call__(
+        self, events: Any, sent_at: str, timeout: float | None = None, kind: str = "events"
+    ) -> SendResult:
         start, wall = time.monotonic(), time.time()
         self.started += 1
-        result = self._send(events, sent_at, timeout)
+        result = self._send(events, sent_at, timeout, kind)
         parsed = [json.loads(e) for e in events]
         self.attempts.append(Attempt(parsed, start, time.monotonic(), wall, result))
         return result

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import time
+import uuid
 from types import MappingProxyType
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posthog_logging.contexts import ContextState
 from posthog_logging.events import EventBuilder, PendingEvent, uuid7
 from posthog_logging.serialisation import DEFAULT_REDACT_KEYS, Redactor, dumps, plain_json
+
+from .forking import run_in_fork
 
 # Keys that collide with the layers above and below an event's own properties.
 KEYS = st.one_of(
@@ -126,3 +132,38 @@ class TestPlainJson:
             {"a": b"bytes"},
         ):
             assert plain_json(props, redactor) is None, props
+
+
+class TestUuid7:
+    def test_version_variant_and_time(self) -> None:
+        """Every uuid is a valid version 7 uuid carrying its timestamp's milliseconds."""
+        for moment in (0.0, 1.5, time.time()):
+            for _ in range(2_000):
+                text = uuid7(moment)
+                parsed = uuid.UUID(text)
+                assert str(parsed) == text
+                assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+                assert int(text.replace("-", "")[:12], 16) == int(moment * 1000)
+
+    def test_unique_across_threads(self) -> None:
+        """Threads making uuids in the same millisecond never make the same one."""
+        made: list[list[str]] = [[] for _ in range(4)]
+
+        def make(into: list[str]) -> None:
+            into.extend(uuid7(1.0) for _ in range(50_000))
+
+        threads = [threading.Thread(target=make, args=(m,)) for m in made]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = [u for m in made for u in m]
+        assert len(set(every)) == len(every) == 200_000
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    def test_a_forked_child_makes_other_uuids(self) -> None:
+        """A child made by fork does not repeat the uuids its parent goes on to make."""
+        uuid7(1.0)  # the parent's pool is in use when it forks
+        child = run_in_fork(lambda: [uuid7(1.0) for _ in range(1_000)])
+        parent = [uuid7(1.0) for _ in range(1_000)]
+        assert not set(child) & set(parent)

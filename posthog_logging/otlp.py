@@ -1,0 +1,241 @@
+"""Log lines for PostHog Logs, as OpenTelemetry log records (OTLP/HTTP, JSON encoding).
+
+As with events, the work is split in two:
+
+- :class:`PendingLog` is what the caller's thread records: the time, the level, the
+  message (formatted there, since the arguments may change afterwards), the attributes
+  the entry carries, where it was logged, the context, and an exception's snapshot.
+- :class:`LogBuilder` turns it into one ``LogRecord`` in OTLP's JSON encoding on the
+  sender thread; :func:`logs_body` wraps records in an ``ExportLogsServiceRequest``
+  with the resource (``service.name`` and the library) that PostHog Logs groups by.
+
+The context reaches each line as the attributes PostHog reads: ``posthogDistinctId``
+links it to a person, ``sessionId`` to a session replay; the context's tags become
+attributes of their own. OTLP's JSON encoding has its own rules, kept here: 64-bit
+integers as strings, trace and span ids as hex, values typed (``stringValue``,
+``intValue``, ``doubleValue``, ``boolValue``, ``arrayValue``, ``kvlistValue``).
+"""
+
+from __future__ import annotations
+
+import linecache
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._version import __version__
+from .contexts import ContextState
+from .exceptions import ExceptionSnapshot
+from .serialisation import MAX_STRING_LENGTH, Redactor, dumps_text, to_jsonable
+
+__all__ = [
+    "LogBuilder",
+    "PendingLog",
+    "default_service_name",
+    "logs_body",
+    "severity_number",
+    "trace_context",
+]
+
+SCOPE_NAME = "posthog-logging"
+#: PostHog answers 413 past about 2 MB per request: batches of log lines stay under this.
+MAX_LOGS_BATCH_BYTES = 1_800_000
+#: One line is cut to fit, well inside a batch.
+MAX_LOG_BODY_LENGTH = 65_536
+
+
+def severity_number(levelno: int) -> int:
+    """OpenTelemetry's severity number for a logging level: TRACE 1, DEBUG 5, INFO 9,
+    WARN 13, ERROR 17, FATAL 21, and the steps in between for levels in between."""
+    if levelno >= logging.CRITICAL:
+        base, step = 21, levelno - logging.CRITICAL
+    elif levelno >= logging.ERROR:
+        base, step = 17, levelno - logging.ERROR
+    elif levelno >= logging.WARNING:
+        base, step = 13, levelno - logging.WARNING
+    elif levelno >= logging.INFO:
+        base, step = 9, levelno - logging.INFO
+    elif levelno >= logging.DEBUG:
+        base, step = 5, levelno - logging.DEBUG
+    else:
+        base, step = 1, max(0, levelno)
+    return base + min(3, step * 4 // 10)  # e.g. 25 (between INFO and WARNING) is INFO3
+
+
+def default_service_name() -> str:
+    """``$OTEL_SERVICE_NAME`` if set, else the program's name (``app`` for
+    ``python app.py``), else ``unknown_service:python`` as OpenTelemetry says."""
+    if name := os.environ.get("OTEL_SERVICE_NAME", "").strip():
+        return name
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    stem = program[:-3] if program.endswith(".py") else program
+    if stem and stem not in ("-c", "-m", "__main__.py"):
+        return stem
+    return "unknown_service:python"
+
+
+def trace_context() -> tuple[str, str, int] | None:
+    """The active OpenTelemetry span's trace id, span id and flags (hex), if the
+    ``opentelemetry`` API is installed and a span is recording; never required."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:  # not imported by the application: no span can be active
+        return None
+    try:
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return (
+            f"{context.trace_id:032x}",
+            f"{context.span_id:016x}",
+            int(context.trace_flags),
+        )
+    except Exception:  # a broken or unexpected OpenTelemetry: no ids rather than no line
+        return None
+
+
+@dataclass(slots=True)
+class PendingLog:
+    """A log line as taken on the caller's thread: cheap to make, built later."""
+
+    time: float
+    levelno: int
+    level_name: str
+    body: str
+    attributes: dict[str, Any] | None
+    logger_name: str | None
+    context: ContextState
+    code: tuple[str, int, str] | None = None  # file path, line, function
+    thread: tuple[int | None, str | None] | None = None
+    trace: tuple[str, str, int] | None = None
+    exception: tuple[ExceptionSnapshot, ...] | None = None
+
+
+class LogBuilder:
+    """Turns a :class:`PendingLog` into one OTLP ``LogRecord``, JSON text as bytes."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self._redactor = redactor or Redactor(())
+
+    def build(self, pending: PendingLog) -> bytes:
+        nanos = str(int(pending.time * 1e9))
+        body = pending.body
+        if len(body) > MAX_LOG_BODY_LENGTH:
+            body = body[:MAX_LOG_BODY_LENGTH] + f"...[truncated {len(body) - MAX_LOG_BODY_LENGTH}]"
+        record: dict[str, Any] = {
+            "timeUnixNano": nanos,
+            "observedTimeUnixNano": nanos,
+            "severityNumber": severity_number(pending.levelno),
+            "severityText": pending.level_name,
+            "body": {"stringValue": body},
+            "attributes": self._attributes(pending),
+        }
+        if pending.trace is not None:
+            record["traceId"], record["spanId"], record["flags"] = pending.trace
+        return dumps_text(record).encode("utf-8", "replace")
+
+    def _attributes(self, pending: PendingLog) -> list[dict[str, Any]]:
+        context = pending.context
+        attributes: dict[str, Any] = {}
+        if context.tags:
+            attributes.update(context.tags)
+        if pending.attributes:
+            attributes.update(pending.attributes)
+        # What the library owns, over anything of the same name.
+        if context.distinct_id:
+            attributes["posthogDistinctId"] = context.distinct_id
+        if context.session_id:
+            attributes["sessionId"] = context.session_id
+        if pending.logger_name is not None:
+            attributes["logger.name"] = pending.logger_name
+        if pending.code is not None:
+            path, line, function = pending.code
+            attributes["code.filepath"] = path
+            attributes["code.lineno"] = line
+            attributes["code.function"] = function
+        if pending.thread is not None:
+            thread_id, thread_name = pending.thread
+            if thread_id is not None:
+                attributes["thread.id"] = thread_id
+            if thread_name is not None:
+                attributes["thread.name"] = thread_name
+        if pending.exception:
+            first = pending.exception[0]
+            qualified = f"{first.module}.{first.type}" if first.module else first.type
+            attributes["exception.type"] = qualified
+            attributes["exception.message"] = first.value
+            attributes["exception.stacktrace"] = format_stacktrace(pending.exception)
+        clean = to_jsonable(attributes, redactor=self._redactor)
+        return [{"key": key, "value": any_value(value)} for key, value in clean.items()]
+
+
+def any_value(value: Any) -> dict[str, Any]:
+    """A JSON-safe value (from :func:`to_jsonable`) as OTLP's ``AnyValue``."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return {"intValue": str(value)}  # int64 travels as a string in OTLP JSON
+        return {"stringValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, Mapping):
+        return {
+            "kvlistValue": {"values": [{"key": k, "value": any_value(v)} for k, v in value.items()]}
+        }
+    if isinstance(value, Sequence):
+        return {"arrayValue": {"values": [any_value(v) for v in value]}}
+    return {}  # None: an empty AnyValue
+
+
+def format_stacktrace(chain: Sequence[ExceptionSnapshot]) -> str:
+    """The chain as Python prints it (root cause first), from its snapshot."""
+    by_id = {snapshot.exception_id: snapshot for snapshot in chain}
+    blocks: list[str] = []
+    current: ExceptionSnapshot | None = chain[0] if chain else None
+    ordered: list[ExceptionSnapshot] = []
+    while current is not None and current not in ordered:  # caught first, cause last
+        ordered.append(current)
+        current = next((s for s in chain if s.parent_id == current.exception_id), None)
+    for snapshot in reversed(ordered):
+        lines = ["Traceback (most recent call last):\n"]
+        for frame in snapshot.frames:
+            lines.append(f'  File "{frame.abs_path}", line {frame.lineno}, in {frame.function}\n')
+            source = linecache.getline(frame.abs_path, frame.lineno).strip()
+            if source:
+                lines.append(f"    {source}\n")
+        name = f"{snapshot.module}.{snapshot.type}" if snapshot.module else snapshot.type
+        lines.append(f"{name}: {snapshot.value}\n" if snapshot.value else f"{name}\n")
+        parent = by_id.get(snapshot.parent_id) if snapshot.parent_id is not None else None
+        if parent is not None:
+            lines.append(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+                if snapshot.source == "__cause__"
+                else "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+        blocks.append("".join(lines))
+    text = "".join(blocks)
+    return text if len(text) <= MAX_STRING_LENGTH else text[-MAX_STRING_LENGTH:]
+
+
+def logs_body(records: Sequence[bytes], service_name: str) -> bytes:
+    """An ``ExportLogsServiceRequest`` carrying ``records`` (each one LogRecord's JSON)."""
+    resource = [
+        {"key": "service.name", "value": {"stringValue": service_name}},
+        {"key": "telemetry.sdk.name", "value": {"stringValue": SCOPE_NAME}},
+        {"key": "telemetry.sdk.version", "value": {"stringValue": __version__}},
+        {"key": "telemetry.sdk.language", "value": {"stringValue": "python"}},
+    ]
+    scope = {"name": SCOPE_NAME, "version": __version__}
+    head = (
+        '{"resourceLogs":[{"resource":{"attributes":'
+        + dumps_text(resource)
+        + '},"scopeLogs":[{"scope":'
+        + dumps_text(scope)
+        + ',"logRecords":['
+    )
+    return b"".join((head.encode(), b",".join(records), b"]}]}]}"))
