@@ -1,7 +1,7 @@
-"""Command line: ``python -m posthog_logging {serve,events,demo}``.
+"""Command line: ``python -m posthog_logging {serve,events,logs,demo}``.
 
 - ``serve`` runs the local PostHog-compatible server until interrupted;
-- ``events`` lists what it has stored;
+- ``events`` lists the events it has stored, ``logs`` the log lines;
 - ``demo`` starts a server on a free loopback port, runs a small application through
   the logging bridge, and prints what arrived. No PostHog account, no network.
 """
@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
@@ -16,7 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_events", "main"]
+from ._bridge import parse_level
+from .otlp import severity_number
+
+__all__ = ["format_events", "format_logs", "main"]
 
 DEFAULT_PORT = 8990
 
@@ -61,6 +65,34 @@ def format_events(events: Sequence[dict[str, Any]]) -> str:
                 _short(_summary(e), 96),
             )
         )
+    return _table(rows)
+
+
+def format_logs(lines: Sequence[dict[str, Any]]) -> str:
+    """A readable table of stored log lines (time, level, service, person, session, body)."""
+    rows = [("time (UTC)", "level", "service", "person", "session", "line")]
+    for line in lines:
+        nanos = int(line.get("time_unix_nano") or 0)
+        stamp = dt.datetime.fromtimestamp(nanos / 1e9, dt.timezone.utc).strftime("%H:%M:%S.%f")
+        body = line.get("body")
+        exception = (line.get("attributes") or {}).get("exception.type")
+        text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+        if exception:
+            text += f"  [{exception}]"
+        rows.append(
+            (
+                stamp[:12],
+                _short(line.get("severity_text") or line.get("severity_number"), 8),
+                _short(line.get("service_name"), 16),
+                _short(line.get("distinct_id"), 16),
+                _short(line.get("session_id"), 12),
+                _short(text, 96),
+            )
+        )
+    return _table(rows)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -116,6 +148,28 @@ def _cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from .server import EventStore
+
+    store = EventStore(args.data_dir)
+    try:
+        lines = store.logs(
+            limit=args.limit,
+            distinct_id=args.person,
+            session_id=args.session,
+            min_severity=severity_number(parse_level(args.level, "--level")) if args.level else 0,
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(lines, indent=2, ensure_ascii=False))
+    elif not lines:
+        print(f"no log lines stored in {store.path}")
+    else:
+        print(format_logs(lines))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -163,6 +217,15 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--person", default=None, help="only events of this distinct_id")
     data_dir_option(events)
     events.set_defaults(func=_cmd_events)
+
+    logs = sub.add_parser("logs", help="list the log lines the local server stored")
+    logs.add_argument("--json", action="store_true", help="print them as JSON")
+    logs.add_argument("--limit", type=int, default=50, help="the newest N (default 50)")
+    logs.add_argument("--person", default=None, help="only lines of this distinct_id")
+    logs.add_argument("--session", default=None, help="only lines of this session")
+    logs.add_argument("--level", default=None, help="only lines at or above this level (INFO, ...)")
+    data_dir_option(logs)
+    logs.set_defaults(func=_cmd_logs)
 
     demo = sub.add_parser("demo", help="run the demo against an embedded local server")
     demo.add_argument("--port", type=int, default=0, help="default: a free port")

@@ -4,7 +4,8 @@ It shows the whole path with nothing but this package: ``dictConfig`` sets up a
 console handler and a :class:`~posthog_logging.PostHogHandler`; a "checkout" runs in a
 context with identity, session and tags; marked log records become events; a logged
 exception and an exception leaving a context become ``$exception`` events; ordinary
-log lines stay log lines. Then the server goes down while a second visitor shops and the
+log lines stay log lines, and every line also goes to PostHog Logs, linked to the same
+person and session. Then the server goes down while a second visitor shops and the
 application exits: the disk spool keeps those events, and the restarted application
 sends them first. Finally it prints what the server received.
 """
@@ -19,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from . import _default
-from .cli import format_events
+from .cli import format_events, format_logs
 from .client import Client
 from .contexts import identify_context, new_context, set_context_session, tag
 from .events import uuid7
@@ -124,6 +125,8 @@ def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) ->
                         "host": server.url,
                         "flush_interval": 0.2,
                         "spool_dir": str(spool_dir),
+                        "logs_level": "INFO",  # every line to PostHog Logs as well
+                        "service_name": "demo-shop",
                     },
                 },
                 "root": {"level": "INFO", "handlers": ["console", "posthog"]},
@@ -135,35 +138,43 @@ def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) ->
 
         client = _default.get_client()
         client.flush(10)
-        sent = client.stats.sent
 
         print("\nthe server goes down; another visitor shops, and the application exits:")
         server.down()
         later_visit("user_7")
         client.shutdown(1)
         spooled = client.stats.spooled
-        print(f"  {spooled} events kept in the spool ({spool_dir})")
+        print(f"  {spooled} events and log lines kept in the spool ({spool_dir})")
         server.up()
         print("the server is back; the application starts again and sends the spool first")
-        restarted = Client(DEMO_API_KEY, host=server.url, spool_dir=spool_dir)
-        try:
-            arrived = server.wait_for_events(sent + spooled, timeout=10, since=started)
-        except TimeoutError as exc:
-            print(f"\n{exc}")
-            return 1
+        restarted = Client(
+            DEMO_API_KEY, host=server.url, spool_dir=spool_dir, service_name="demo-shop"
+        )
+        deadline = time.monotonic() + 10
+        while restarted.stats.sent < spooled and time.monotonic() < deadline:
+            time.sleep(0.05)
         restarted.shutdown(5)
         stats, again = client.stats, restarted.stats
+        if again.sent < spooled:
+            print(f"\nonly {again.sent} of the {spooled} spooled were sent after the restart")
+            return 1
+        arrived = server.events(since=started)
+        lines = server.store.logs(since=started)
 
-        print(f"\nwhat PostHog received ({len(arrived)} events):\n")
+        print(f"\nwhat PostHog received: {len(arrived)} events\n")
         print(format_events(arrived))
+        print(f"\nand {len(lines)} log lines for PostHog Logs, of the same people and sessions:\n")
+        print(format_logs(lines))
         print(
-            f"\nsent {stats.sent}, spooled {stats.spooled} and sent after the restart "
-            f"{again.sent}, dropped {stats.dropped_total + again.dropped_total}, "
-            f"failed {stats.failed + again.failed}. Session {session_id}."
+            f"\nsent {stats.sent} (of them {stats.logs_sent} log lines), spooled "
+            f"{stats.spooled} and sent after the restart {again.sent}, dropped "
+            f"{stats.dropped_total + again.dropped_total}, failed {stats.failed + again.failed}. "
+            f"Session {session_id}."
         )
+        where = f" --data-dir {data_dir}" if data_dir else ""
         print(
-            "List them again: python -m posthog_logging events"
-            + (f" --data-dir {data_dir}" if data_dir else "")
+            f"List them again: python -m posthog_logging events{where}"
+            f" (and: python -m posthog_logging logs{where})"
         )
         print(f"See them in the web view: {server.url}/" + ("" if keep else "  (demo --keep)"))
         logging.getLogger().handlers.clear()

@@ -50,11 +50,13 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .otlp import read_logs_request
 from .serialisation import dumps_text
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_EVENT_BYTES",
+    "MAX_LOGS_BODY_BYTES",
     "EventStore",
     "Fault",
     "LocalServer",
@@ -68,6 +70,9 @@ MAX_EVENT_BYTES = 1024 * 1024
 """Largest single event, as compact JSON, that PostHog accepts; a larger one is answered 413."""
 
 _MAX_KEY_LENGTH = 64
+_LOGS_PATH = "/i/v1/logs"
+#: PostHog Logs answers 413 past about 2 MB.
+MAX_LOGS_BODY_BYTES = 2 * 1024 * 1024
 _CAPTURE_PATHS = frozenset({"/batch", "/capture", "/e", "/track", "/i/v0/e", "/engage"})
 _EVENT_KEY_FIELDS = ("token", "$token", "api_key")  # where a single event may carry the key
 _DISTINCT_ID_FIELDS = ("distinct_id", "$distinct_id")
@@ -114,6 +119,40 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+_LOGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_unix_nano INTEGER NOT NULL,
+    severity_number INTEGER NOT NULL,
+    severity_text TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    distinct_id TEXT,
+    session_id TEXT,
+    service_name TEXT,
+    received_at REAL NOT NULL
+)
+"""
+_LOG_COLUMNS = (
+    "seq",
+    "time_unix_nano",
+    "severity_number",
+    "severity_text",
+    "body",
+    "attributes",
+    "resource",
+    "trace_id",
+    "span_id",
+    "distinct_id",
+    "session_id",
+    "service_name",
+    "received_at",
+)
+
+
 def default_data_dir() -> pathlib.Path:
     """Where the local server keeps its data when no directory is given.
 
@@ -146,6 +185,7 @@ class EventStore:
             # corrupt the store; a development server need not pay for more.
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
+            self._conn.execute(_LOGS_SCHEMA)
 
     def add(self, events: list[dict[str, Any]]) -> int:
         """Store *events* (keys ``event``, ``distinct_id``, optional ``uuid``, ``timestamp``,
@@ -242,6 +282,70 @@ class EventStore:
             item["properties"] = json.loads(item["properties"])
         return found
 
+    def add_logs(self, rows: list[dict[str, Any]]) -> int:
+        """Store log lines (as :func:`posthog_logging.otlp.read_logs_request` reads them)
+        and return how many there were."""
+        received_at = time.time()
+        values = [
+            (
+                row["time_unix_nano"],
+                row["severity_number"],
+                row["severity_text"],
+                json.dumps(row["body"]),
+                json.dumps(row["attributes"]),
+                json.dumps(row["resource"]),
+                row["trace_id"],
+                row["span_id"],
+                row["distinct_id"],
+                row["session_id"],
+                row["service_name"],
+                received_at,
+            )
+            for row in rows
+        ]
+        with self._lock, self._conn:
+            self._conn.executemany(
+                f"INSERT INTO logs ({', '.join(_LOG_COLUMNS[1:])})"
+                f" VALUES ({', '.join('?' * (len(_LOG_COLUMNS) - 1))})",
+                values,
+            )
+        return len(values)
+
+    def logs(
+        self,
+        limit: int | None = None,
+        *,
+        after: int = 0,
+        distinct_id: str | None = None,
+        session_id: str | None = None,
+        min_severity: int = 0,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored log lines, oldest first; with *limit*, the newest ones (or, with *after*,
+        the first *limit* after that ``seq``). Filters match the person, the session, the
+        least severity number and the earliest ``received_at`` (epoch seconds)."""
+        filters = {
+            "distinct_id = ?": distinct_id,
+            "session_id = ?": session_id,
+            "severity_number >= ?": min_severity or None,
+            "seq > ?": after or None,
+            "received_at >= ?": since,
+        }
+        clauses = [clause for clause, value in filters.items() if value is not None]
+        params: list[Any] = [value for value in filters.values() if value is not None]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "ASC" if after else "DESC"
+        sql = f"SELECT {', '.join(_LOG_COLUMNS)} FROM logs{where} ORDER BY seq {order} LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
+        if not after:
+            rows.reverse()
+        found = [dict(zip(_LOG_COLUMNS, row, strict=True)) for row in rows]
+        for item in found:
+            for column in ("body", "attributes", "resource"):
+                item[column] = json.loads(item[column])
+        return found
+
     def count(self) -> int:
         """How many events are stored."""
         with self._lock:
@@ -252,6 +356,7 @@ class EventStore:
         """Delete every stored event."""
         with self._lock, self._conn:
             self._conn.execute("DELETE FROM events")
+            self._conn.execute("DELETE FROM logs")
 
     def close(self) -> None:
         """Close the database; the store cannot be used afterwards."""
@@ -375,20 +480,25 @@ def _decode(body: bytes, gzipped: bool) -> Any:
     return _decode_checked(body, gzipped)[0]
 
 
-def _decode_checked(body: bytes, gzipped: bool) -> tuple[Any, bool, bool]:
+def _decode_checked(
+    body: bytes, gzipped: bool, limit: int = MAX_BODY_BYTES
+) -> tuple[Any, bool, bool]:
     """The JSON payload, and whether its events need the size check (not when the whole
     body is under the limit for one event) and the Unicode check (not when it escapes no
     lone surrogate)."""
     if not body:
         raise _invalid("the request body is empty")
+    if len(body) > limit:
+        raise _Rejection(413, "payload_too_large", f"the body is over {limit // 2**20} MB")
     if gzipped:
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(body)) as unzipped:
-                body = unzipped.read(MAX_BODY_BYTES + 1)  # bounded: a small body may expand a lot
+                body = unzipped.read(limit + 1)  # bounded: a small body may expand a lot
         except (OSError, EOFError, zlib.error):
             raise _invalid("the body is not valid gzip") from None
-        if len(body) > MAX_BODY_BYTES:
-            raise _Rejection(413, "payload_too_large", "the body is over 20 MB once gunzipped")
+        if len(body) > limit:
+            detail = f"the body is over {limit // 2**20} MB once gunzipped"
+            raise _Rejection(413, "payload_too_large", detail)
     try:
         text = body.decode("utf-8")
         payload = json.loads(text, parse_constant=_reject_constant)
@@ -431,6 +541,14 @@ def _event_key(event: Any) -> Any:
     if isinstance(properties, dict) and isinstance(properties.get("token"), str):
         return properties["token"]
     return None
+
+
+def _bearer(header: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, or None."""
+    if header is None:
+        return None
+    scheme, _, key = header.strip().partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
 
 
 def _check_key(top_level_key: Any, events: list[Any]) -> None:
@@ -604,7 +722,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, body, "application/json", view=True)
 
     def do_POST(self) -> None:
-        if self._route() not in _CAPTURE_PATHS:
+        route = self._route()
+        if route not in _CAPTURE_PATHS and route != _LOGS_PATH:
             return self._refuse()
         fault = self.server.owner._next_fault()
         try:
@@ -623,8 +742,37 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = {"type": "injected_fault", "code": "fault_injected", "detail": detail}
                 data, count = json.dumps(reply).encode(), _count_events(body, gzipped)
                 return self._answer(fault.status, data, "application/json", gzipped, count, fault)
-        status, data, count = self._capture(body, gzipped)
+        if route == _LOGS_PATH:
+            status, data, count = self._capture_logs(body, gzipped)
+        else:
+            status, data, count = self._capture(body, gzipped)
         self._answer(status, data, "application/json", gzipped, count, fault)
+
+    def _capture_logs(self, body: bytes | _Rejection, gzipped: bool) -> tuple[int, bytes, int]:
+        """PostHog Logs: validate and store an OTLP/HTTP logs export (JSON encoding)."""
+        count = 0
+        try:
+            if isinstance(body, _Rejection):
+                raise body
+            key = _bearer(self.headers.get("Authorization"))
+            if key is None:
+                detail = "no API key: send the project key as 'Authorization: Bearer <key>'"
+                raise _Rejection(401, "missing_api_key", detail)
+            _check_key(key, [])
+            content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if content_type not in ("application/json", ""):
+                detail = "only OTLP's JSON encoding is served here: send application/json"
+                raise _Rejection(415, "unsupported_media_type", detail)
+            payload, _, _ = _decode_checked(body, gzipped, MAX_LOGS_BODY_BYTES)
+            try:
+                rows = read_logs_request(payload)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+            count = len(rows)
+            self.server.owner.store.add_logs(rows)
+        except _Rejection as rejection:
+            return rejection.status, rejection.body(), count
+        return 200, b"{}", count
 
     def _capture(self, body: bytes | _Rejection, gzipped: bool) -> tuple[int, bytes, int]:
         """Validate and store the events: the status, the answer and how many events came."""
@@ -662,7 +810,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer 405 on a capture route, 404 elsewhere."""
         route = self._route()
         status, code = (
-            (405, "method_not_allowed") if route in _CAPTURE_PATHS else (404, "not_found")
+            (405, "method_not_allowed")
+            if route in _CAPTURE_PATHS or route == _LOGS_PATH
+            else (404, "not_found")
         )
         self._drain(self._content_length() or 0)
         detail = f"{self.command} {route} is not served here: POST events to /batch/"

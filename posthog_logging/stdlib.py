@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ from ._bridge import (
 from .client import Client, in_library_code
 from .contexts import current_state
 from .exceptions import mark_captured, snapshot_exception
+from .otlp import PendingLog, trace_context
 from .serialisation import as_text
 
 __all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
@@ -39,6 +41,8 @@ __all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
 #: Loggers whose records never become events: our own, and the HTTP stack we send with
 #: (an event about a failed request would need a request, which could fail, ...).
 DEFAULT_IGNORED_LOGGERS: tuple[str, ...] = ("posthog_logging", "urllib3", "requests", "posthog")
+
+_NEVER = 1 << 62  # a level no record reaches: no log lines
 
 #: Record attributes that are never properties: the standard LogRecord attributes
 #: (python-json-logger's list) and the stamps :class:`ContextFilter` adds.
@@ -139,7 +143,9 @@ class PostHogHandler(logging.Handler):
     ``logger.info("page_viewed", extra={"event": True, "page": "/"})`` sends the event
     ``page_viewed`` with the property ``page``; ``extra={"event": "signup"}`` names the
     event ``signup``. ``logger.exception(...)`` (any record with ``exc_info`` at or above
-    ``exception_level``) sends an ``$exception`` event. Other records are ignored.
+    ``exception_level``) sends an ``$exception`` event. With ``logs_level``, every record
+    at or above it also goes to PostHog Logs as a log line, linked to the context's
+    person and session (see docs/logs.md). Other records are ignored.
 
     Entries structlog hands to logging through ``ProcessorFormatter.wrap_for_formatter``
     are understood too: marked with ``structlog_event_key`` (``capture=True`` or an event
@@ -163,6 +169,7 @@ class PostHogHandler(logging.Handler):
         exception_level: int | str = logging.ERROR,
         ignore_loggers: Iterable[str] | str | None = DEFAULT_IGNORED_LOGGERS,
         structlog_event_key: str = "capture",
+        logs_level: int | str | None = None,
         **client_options: Any,
     ) -> None:
         # Validate and build everything before Handler.__init__ registers the handler
@@ -173,6 +180,7 @@ class PostHogHandler(logging.Handler):
         if client is not None and (api_key or host or client_options):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
         exception_level = parse_level(exception_level, "exception_level")
+        logs_threshold = _NEVER if logs_level is None else parse_level(logs_level, "logs_level")
         ignored = _names(ignore_loggers)
         owns_client = client is None and bool(api_key or host or client_options)
         if owns_client:
@@ -180,6 +188,8 @@ class PostHogHandler(logging.Handler):
         super().__init__(level)
         self.event_key = event_key
         self.exception_level = exception_level
+        self.logs_level = None if logs_threshold == _NEVER else logs_threshold
+        self._logs_threshold = logs_threshold
         self.ignore_loggers = ignored
         self.structlog_event_key = structlog_event_key
         self._not_properties = _NOT_PROPERTIES | ROUTED_KEYS | {event_key}
@@ -216,6 +226,7 @@ class PostHogHandler(logging.Handler):
         try:
             if (
                 not d.get(self.event_key)
+                and record.levelno < self._logs_threshold
                 and not (
                     record.levelno >= self.exception_level
                     and (record.exc_info or d.get("posthog_exception"))
@@ -271,6 +282,42 @@ class PostHogHandler(logging.Handler):
         d = record.__dict__
         if type(record.msg) is dict and "_logger" in d:
             return self._emit_structlog(record, record.msg)
+        if d.get(self.event_key) or (
+            record.levelno >= self.exception_level
+            and (record.exc_info or d.get("posthog_exception"))
+        ):
+            self._emit_record(record, d)
+        if record.levelno >= self._logs_threshold:
+            self._emit_log_line(record, d)
+
+    def _emit_log_line(self, record: logging.LogRecord, d: dict[str, Any]) -> None:
+        """The record as a line for PostHog Logs."""
+        properties, distinct_id, _ = _record_properties(d, self._not_properties)
+        context = stamped_context(d) or current_state()
+        if distinct_id is not None:  # an explicit person, as for an event
+            context = dataclasses.replace(context, distinct_id=as_text(distinct_id) or None)
+        exc_info = record.exc_info
+        snapshot = d.get("posthog_exception") or None
+        if snapshot is None and exc_info and exc_info[1] is not None:
+            snapshot = snapshot_exception(exc_info[1])
+        self.client.capture_log(
+            PendingLog(
+                time=record.created,
+                levelno=record.levelno,
+                level_name=record.levelname,
+                body=d.get("posthog_message") or _message(record),
+                attributes=properties,
+                logger_name=record.name,
+                context=context,
+                code=(record.pathname, record.lineno, record.funcName),
+                thread=(record.thread, record.threadName),
+                trace=trace_context(),
+                exception=snapshot,
+            )
+        )
+
+    def _emit_record(self, record: logging.LogRecord, d: dict[str, Any]) -> None:
+        """The record as an event and an ``$exception`` event, as far as it is either."""
         marker = d.get(self.event_key)
         name = None
         if marker:

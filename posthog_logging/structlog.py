@@ -26,7 +26,9 @@ Importing this module needs structlog (``pip install 'posthog-logging[structlog]
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -51,6 +53,8 @@ from ._bridge import (
 )
 from .client import Client, in_library_code
 from .contexts import current_state
+from .exceptions import snapshot_exception
+from .otlp import PendingLog, trace_context
 from .serialisation import as_text
 
 __all__ = ["PostHogProcessor", "merge_posthog_context"]
@@ -98,12 +102,22 @@ class PostHogProcessor:
     method name (``log.exception`` is ``error``). Put the processor before
     ``format_exc_info`` / ``dict_tracebacks``, which replace ``exc_info`` with text.
 
+    With ``logs_level``, every entry at or above it also goes to PostHog Logs as a log
+    line (its message, level, keys and context; see docs/logs.md).
+
     The processor consumes the marker (it is not rendered, and a ``PostHogHandler``
     further down does not send the entry again) and returns the event dict. It never
     raises and never drops an entry.
     """
 
-    __slots__ = ("_client", "_not_properties", "event_key", "exception_level")
+    __slots__ = (
+        "_client",
+        "_logs_threshold",
+        "_not_properties",
+        "event_key",
+        "exception_level",
+        "logs_level",
+    )
 
     def __init__(
         self,
@@ -111,6 +125,7 @@ class PostHogProcessor:
         *,
         event_key: str = "capture",
         exception_level: int | str = "error",
+        logs_level: int | str | None = None,
     ) -> None:
         if not isinstance(event_key, str) or not event_key:
             raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
@@ -119,6 +134,8 @@ class PostHogProcessor:
         self._client = client
         self.event_key = event_key
         self.exception_level = parse_level(exception_level, "exception_level")
+        self.logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
+        self._logs_threshold = _NEVER if self.logs_level is None else self.logs_level
         self._not_properties = STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {event_key}
 
     def __repr__(self) -> str:
@@ -133,12 +150,15 @@ class PostHogProcessor:
         try:
             marker = event_dict.pop(self.event_key, None)
             exc_info = event_dict.get("exc_info")
-            if not marker and not exc_info:
+            if not marker and not exc_info and self._logs_threshold == _NEVER:
                 return event_dict
             levelno = _level_of(method_name, event_dict)
-            if (not marker and levelno < self.exception_level) or in_library_code():
+            if in_library_code():
                 return event_dict
-            self._send(logger, marker, levelno, exc_info, event_dict)
+            if marker or (exc_info and levelno >= self.exception_level):
+                self._send(logger, marker, levelno, exc_info, event_dict)
+            if levelno >= self._logs_threshold:
+                self._send_line(logger, levelno, exc_info, event_dict)
         except Exception:
             with contextlib.suppress(Exception):  # even counting failed: stay silent
                 self.client._drop("handler_error", "a structlog entry could not become an event")
@@ -190,6 +210,48 @@ class PostHogProcessor:
             logger_name=_logger_name(logger, event_dict),
             source="python.structlog",
         )
+
+    def _send_line(
+        self, logger: WrappedLogger, levelno: int, exc_info: Any, event_dict: EventDict
+    ) -> None:
+        """The entry as a line for PostHog Logs."""
+        entry = event_dict
+        bound = structlog.contextvars.get_contextvars()
+        if bound:
+            entry = {**bound, **event_dict}
+        attributes, distinct_id, _ = split_properties(entry, self._not_properties)
+        context = stamped_context(event_dict) or current_state()
+        if distinct_id is not None:
+            context = dataclasses.replace(context, distinct_id=as_text(distinct_id) or None)
+        exception = exception_of(exc_info) if exc_info else None
+        thread = threading.current_thread()
+        self.client.capture_log(
+            PendingLog(
+                time=time.time(),
+                levelno=levelno,
+                level_name=logging.getLevelName(levelno),
+                body=as_text(event_dict.get("event", "")),
+                attributes=attributes,
+                logger_name=_logger_name(logger, event_dict),
+                context=context,
+                code=_callsite(event_dict),
+                thread=(thread.ident, thread.name),
+                trace=trace_context(),
+                exception=None if exception is None else snapshot_exception(exception),
+            )
+        )
+
+
+def _callsite(event_dict: EventDict) -> tuple[str, int, str] | None:
+    """Where the entry was logged, when structlog's ``CallsiteParameterAdder`` said."""
+    path = event_dict.get("pathname")
+    line = event_dict.get("lineno")
+    if isinstance(path, str) and isinstance(line, int):
+        return path, line, as_text(event_dict.get("func_name", ""))
+    return None
+
+
+_NEVER = 1 << 62  # a level no entry reaches: no log lines
 
 
 def _level_of(method_name: str, event_dict: EventDict) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -13,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from posthog_logging import Client
+from posthog_logging import (
+    Client,
+    PostHogHandler,
+    identify_context,
+    new_context,
+    set_context_session,
+)
 
 from .conftest import API_KEY
 
@@ -87,6 +94,53 @@ class TestServeAndEvents:
         assert event["event"] == "cli_checked"
         assert event["properties"]["plan"] == "pro"
 
+    def test_logs_round_trip(self, served: tuple[str, Path]) -> None:
+        """Log lines sent to `serve` are listed by `logs`, with their person and session,
+        filtered by level, person and session, and as JSON."""
+        url, data = served
+        client = Client(API_KEY, host=url, service_name="cli-test")
+        log = logging.getLogger("tests.cli.logs")
+        log.propagate = False
+        log.setLevel(logging.DEBUG)
+        handler = PostHogHandler(client=client, logs_level="INFO")
+        log.addHandler(handler)
+        try:
+            with new_context():
+                identify_context("user_9")
+                set_context_session("sess_9")
+                log.info("cart has %d items", 3)
+                log.warning("stock is low")
+            log.error("no context here")
+            client.shutdown()
+        finally:
+            log.removeHandler(handler)
+
+        table = cli("logs", "--data-dir", str(data))
+        assert table.returncode == 0
+        rows = {line.split("  ")[-1].strip(): line for line in table.stdout.splitlines()[2:]}
+        assert set(rows) == {"cart has 3 items", "stock is low", "no context here"}
+        assert "user_9" in rows["stock is low"] and "sess_9" in rows["stock is low"]
+        assert "WARNING" in rows["stock is low"] and "cli-test" in rows["stock is low"]
+
+        warnings = cli("logs", "--level", "WARNING", "--json", "--data-dir", str(data))
+        assert [line["body"] for line in json.loads(warnings.stdout)] == [
+            "stock is low",
+            "no context here",
+        ]
+        person = cli("logs", "--person", "user_9", "--json", "--data-dir", str(data))
+        assert [line["body"] for line in json.loads(person.stdout)] == [
+            "cart has 3 items",
+            "stock is low",
+        ]
+        session = cli("logs", "--session", "sess_9", "--limit", "1", "--data-dir", str(data))
+        assert "stock is low" in session.stdout and "cart has" not in session.stdout
+
+    def test_logs_when_empty(self, tmp_path: Path) -> None:
+        """`logs` on an empty data dir says so."""
+        result = cli("logs", "--data-dir", str(tmp_path))
+        assert result.returncode == 0
+        assert "no log lines" in result.stdout
+
     def test_events_when_empty(self, tmp_path: Path) -> None:
         """`events` on an empty data dir says so."""
         result = cli("events", "--data-dir", str(tmp_path))
@@ -117,14 +171,21 @@ class TestDemo:
             "TimeoutError: mail server did not answer",
             "user_42",
             '"[Filtered]"',
-            "2 events kept in the spool",
+            "4 events and log lines kept in the spool",
             "signup_completed",
             "user_7",
-            "sent 5, spooled 2 and sent after the restart 2, dropped 0, failed 0",
+            "sent 11 (of them 6 log lines), spooled 4 and sent after the restart 4, dropped 0",
         ):
             assert expected in out
-        assert "cart has 3 items" in out  # an ordinary line: logged...
-        assert "what PostHog received (7 events)" in out  # ...but not an event
+        events, _, lines = out.partition("log lines for PostHog Logs")
+        assert "what PostHog received: 7 events" in events
+        assert "cart has 3 items" not in events.partition("what PostHog received")[2]
+        # ...an ordinary line is not an event, but it is a line for PostHog Logs, of the
+        # same person and session, as is the visit made while the server was down
+        assert "and 8 log lines for PostHog Logs" in out
+        cart = next(line for line in lines.splitlines() if "cart has 3 items" in line)
+        assert "INFO" in cart and "demo-shop" in cart and "user_42" in cart
+        assert sum("user_7" in line for line in lines.splitlines()) == 2
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -> str:
