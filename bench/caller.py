@@ -70,6 +70,7 @@ def stdlib_cases(url: str, down_url: str) -> tuple[list[Case], Callable[[], None
     queued = bench_logger("queue", logging.handlers.QueueHandler(q))
     handler = ours.PostHogHandler(client=client)
     ph = bench_logger("posthog", handler)
+    lines = bench_logger("posthog_logs", ours.PostHogHandler(client=client, logs_level="INFO"))
 
     def drain() -> None:
         while not q.empty():
@@ -112,6 +113,12 @@ def stdlib_cases(url: str, down_url: str) -> tuple[list[Case], Callable[[], None
             "PostHogHandler, marked, in context, server down",
             lambda: down_log.info("page_viewed", extra=MARKED),
             new_down_client,
+            our_context,
+        ),
+        Case(
+            "PostHogHandler, log line to PostHog Logs, in context",
+            lambda: lines.info("cart has %d items", 3, extra=EXTRA),
+            flush,
             our_context,
         ),
         Case(

@@ -27,6 +27,7 @@ STAMPS = frozenset(
         "posthog_exception",
         "posthog_event_name",
         "posthog_message",
+        "posthog_trace",
     }
 )
 

@@ -89,8 +89,9 @@ class ContextFilter(logging.Filter):
     """Stamp records with the current context; never rejects a record.
 
     Adds ``posthog_distinct_id``, ``posthog_session_id`` and ``posthog_tags`` (None
-    when unset). Attach it where records are made (on the ``QueueHandler``, or on the
-    loggers) so the stamp describes the code that logged, not the thread that handles.
+    when unset), and ``posthog_trace``: the active OpenTelemetry span's ids, for log
+    lines. Attach it where records are made (on the ``QueueHandler``, or on the loggers)
+    so the stamp describes the code that logged, not the thread that handles.
 
     A record that carries the event marker also gets ``posthog_event_name`` (its message
     template, before ``QueueHandler`` formats it), and a record with an exception at or
@@ -118,6 +119,7 @@ class ContextFilter(logging.Filter):
             d["posthog_distinct_id"] = state.distinct_id
             d["posthog_session_id"] = state.session_id
             d["posthog_tags"] = dict(state.tags) if state.tags else None
+            d["posthog_trace"] = trace_context()  # the span where the line was logged
         marker = d.get(self.event_key)
         if marker is True and "posthog_event_name" not in d:
             d["posthog_event_name"] = str(record.msg)
@@ -311,7 +313,7 @@ class PostHogHandler(logging.Handler):
                 context=context,
                 code=(record.pathname, record.lineno, record.funcName),
                 thread=(record.thread, record.threadName),
-                trace=trace_context(),
+                trace=d["posthog_trace"] if "posthog_trace" in d else trace_context(),
                 exception=snapshot,
             )
         )

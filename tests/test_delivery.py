@@ -32,20 +32,12 @@ from posthog_logging.stdlib import PostHogHandler
 from posthog_logging.transport import SendResult
 
 from .conftest import API_KEY
+from .polling import wait_until
 
 LIBRARY_LOGGER = "posthog_logging"
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "it") -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}")
-        time.sleep(0.01)
 
 
 @dataclass

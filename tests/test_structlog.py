@@ -32,6 +32,8 @@ from posthog_logging.server import LocalServer
 from posthog_logging.structlog import PostHogProcessor, merge_posthog_context
 from posthog_logging.testing import CapturedEvents
 
+from .polling import wait_until
+
 WAIT = 5.0
 
 #: Keys structlog (or its stdlib integration) puts in an entry to describe it.
@@ -1265,3 +1267,85 @@ class TestEndToEnd:
         assert lines[0]["level"] == "info"
         assert lines[0]["logger"] == log.name
         assert "plain failure" in lines[1]["exception"]
+
+
+class TestLogLines:
+    """With logs_level, entries also go to PostHog Logs, linked to person and session."""
+
+    def test_entries_become_lines_with_context_and_keys(
+        self, server: LocalServer, make_client: Callable[..., Client]
+    ) -> None:
+        """Entries at or above logs_level arrive as lines carrying the message, level,
+        the context's person, session and tags, bound values, the call site and an
+        exception's attributes; entries below it do not."""
+        client = make_client(service_name="structlog-shop")
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.CallsiteParameterAdder(
+                    {
+                        structlog.processors.CallsiteParameter.PATHNAME,
+                        structlog.processors.CallsiteParameter.LINENO,
+                        structlog.processors.CallsiteParameter.FUNC_NAME,
+                    }
+                ),
+                PostHogProcessor(client=client, logs_level="info"),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(file=io.StringIO()),
+            cache_logger_on_first_use=False,
+        )
+        log = structlog.get_logger("shop")
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_lines")
+            posthog_logging.set_context_session("sess_lines")
+            posthog_logging.tag("team", "growth")
+            structlog.contextvars.bind_contextvars(request_id="req-lines")
+            log.debug("not a line")
+            log.info("cart updated", items=3)
+            log.info("page_viewed", capture=True, page="/")
+            try:
+                raise_value_error("lines failure")
+            except ValueError:
+                log.exception("checkout failed")
+        assert client.flush(10)
+        wait_until(lambda: len(server.store.logs()) >= 3, what="three lines")
+        lines = {line["body"]: line for line in server.store.logs()}
+        assert set(lines) == {"cart updated", "page_viewed", "checkout failed"}
+        cart = lines["cart updated"]
+        assert (cart["severity_number"], cart["severity_text"]) == (9, "INFO")
+        assert (cart["distinct_id"], cart["session_id"]) == ("user_lines", "sess_lines")
+        assert cart["service_name"] == "structlog-shop"
+        attributes = cart["attributes"]
+        assert attributes["items"] == 3
+        assert attributes["team"] == "growth"
+        assert attributes["request_id"] == "req-lines"
+        assert attributes["code.function"] == "test_entries_become_lines_with_context_and_keys"
+        assert attributes["code.filepath"].endswith("test_structlog.py")
+        assert "capture" not in lines["page_viewed"]["attributes"]
+        failed = lines["checkout failed"]
+        assert failed["severity_number"] == 17
+        assert failed["attributes"]["exception.type"] == "ValueError"
+        assert failed["attributes"]["exception.message"] == "lines failure"
+        assert "raise_value_error" in failed["attributes"]["exception.stacktrace"]
+        # the event and the $exception event still arrive, once each
+        assert sorted(e["event"] for e in delivered(client, server, 2)) == [
+            "$exception",
+            "page_viewed",
+        ]
+
+    def test_no_lines_without_logs_level(
+        self, server: LocalServer, make_client: Callable[..., Client]
+    ) -> None:
+        """Without logs_level the processor sends events and exceptions only."""
+        client = make_client()
+        structlog.configure(
+            processors=[PostHogProcessor(client=client), structlog.processors.JSONRenderer()],
+            logger_factory=structlog.PrintLoggerFactory(file=io.StringIO()),
+            cache_logger_on_first_use=False,
+        )
+        structlog.get_logger().warning("just a line", capture=True)
+        assert client.flush(10)
+        delivered(client, server, 1)
+        assert server.store.logs() == []
