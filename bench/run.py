@@ -224,6 +224,17 @@ def main() -> int:
     print(text)
     if args.write_docs:
         write_between_markers("performance.md", "results", text)
+        line_cost = [
+            row
+            for row in call_rows(results, wall)
+            if row["per call"]
+            in (
+                "NullHandler, 5 extras",
+                "QueueHandler, 5 extras, in context",
+                "PostHogHandler, log line to PostHog Logs, in context",
+            )
+        ]
+        write_between_markers("logs.md", "cost", f"From `{command}`:\n\n{table(line_cost)}")
     if args.json:
         payload = {
             "python": sys.version,
