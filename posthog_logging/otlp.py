@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import linecache
 import logging
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -370,6 +371,8 @@ def _value(value: Any, where: str) -> Any:
             return inner
         raise ValueError(f"{where}.intValue is not a 64-bit integer")
     if kind == "doubleValue" and isinstance(inner, (int, float)) and not isinstance(inner, bool):
+        if not math.isfinite(inner):  # 1e400 parses as an infinity, which is not JSON
+            raise ValueError(f"{where}.doubleValue is out of range")
         return float(inner)
     if kind == "arrayValue" and isinstance(inner, dict):
         items = inner.get("values", [])

@@ -686,9 +686,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         route = self._route()
-        if route == "/api/events":
+        if route in ("/api/events", "/api/logs"):
             self._drain(self._content_length() or 0)
-            return self._answer_events()
+            return self._answer_feed(route)
         if route == "/favicon.ico":  # browsers ask; there is none
             self._drain(self._content_length() or 0)
             return self._answer(204, b"", "image/x-icon", view=True)
@@ -699,8 +699,9 @@ class _Handler(BaseHTTPRequestHandler):
         name, content_type = asset
         self._answer(200, (_VIEW_DIR / name).read_bytes(), content_type, view=True)
 
-    def _answer_events(self) -> None:
-        """The web view's feed: ``/api/events?after=SEQ&event=&distinct_id=&session_id=``."""
+    def _answer_feed(self, route: str) -> None:
+        """The web view's feeds: ``/api/events?after=SEQ&limit=&event=&distinct_id=&session_id=``
+        and ``/api/logs?after=SEQ&limit=&distinct_id=&session_id=``."""
         query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
         try:
             after = int(query.get("after", "0"))
@@ -711,14 +712,18 @@ class _Handler(BaseHTTPRequestHandler):
             detail = "after and limit must be integers >= 0"
             body = _Rejection(400, "invalid", detail).body()
             return self._answer(400, body, "application/json", view=True)
-        events = self.server.owner.store.page(
-            after,
-            limit,
-            event=query.get("event"),
-            distinct_id=query.get("distinct_id"),
-            session_id=query.get("session_id"),
-        )
-        body = json.dumps({"events": events}, allow_nan=False, default=str).encode()
+        store = self.server.owner.store
+        person, session = query.get("distinct_id") or None, query.get("session_id") or None
+        feed: dict[str, Any]
+        if route == "/api/logs":
+            lines = store.logs(limit, after=after, distinct_id=person, session_id=session)
+            feed = {"logs": lines}
+        else:
+            events = store.page(
+                after, limit, event=query.get("event"), distinct_id=person, session_id=session
+            )
+            feed = {"events": events}
+        body = json.dumps(feed, allow_nan=False, default=str).encode()
         self._answer(200, body, "application/json", view=True)
 
     def do_POST(self) -> None:

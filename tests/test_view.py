@@ -142,7 +142,7 @@ def open_view(driver: Chrome, server: LocalServer) -> None:
     driver.get(f"{server.url}/")
     wait_for(
         driver,
-        lambda d: "events shown" in d.find_element(By.ID, "status").text,
+        lambda d: "log lines shown" in d.find_element(By.ID, "status").text,
         "the page's first poll",
     )
 
@@ -318,7 +318,7 @@ class TestLiveFeed:
         assert rows[0]["person"] == "user_2"
         assert rows[0]["summary"] == "rows=12"
         assert page.execute_script("return window.__sameDocument") is True
-        assert "2 events shown" in page.find_element(By.ID, "status").text
+        assert "2 events, 0 log lines shown" in page.find_element(By.ID, "status").text
 
     def test_clicking_a_row_again_closes_its_details(
         self, page: Chrome, server: LocalServer, app_log: logging.Logger

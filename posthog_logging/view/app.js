@@ -1,12 +1,14 @@
-// The local server's web view: polls /api/events and renders what arrives.
-// Event data is untrusted input: the DOM is built with textContent only, never HTML.
+// The local server's web view: polls /api/events and /api/logs and renders what arrives.
+// Event and log data are untrusted input: the DOM is built with textContent only, never HTML.
 "use strict";
 
 const POLL_MS = 1000;
 const rows = document.getElementById("event-rows");
+const logRows = document.getElementById("log-rows");
 const statusLine = document.getElementById("status");
 const form = document.getElementById("filters");
 let last = 0;
+let lastLine = 0;
 let generation = 0;
 
 function el(tag, text, className) {
@@ -78,7 +80,7 @@ function renderDetails(event) {
   const session = props["$session_id"];
   if (session) {
     const related = el("p", "Same session: ", "related");
-    const link = el("a", "show this session's events and exceptions", "session-link");
+    const link = el("a", "show this session's events, exceptions and log lines", "session-link");
     link.href = "#";
     link.addEventListener("click", (e) => { e.preventDefault(); setFilter("session_id", session); });
     related.append(link);
@@ -91,25 +93,63 @@ function renderDetails(event) {
   return row;
 }
 
+function sessionLink(session) {
+  const link = el("a", String(session).slice(0, 13) + "…", "session");
+  link.href = "#";
+  link.title = String(session);
+  link.addEventListener("click", (e) => { e.preventDefault(); e.stopPropagation(); setFilter("session_id", session); });
+  return link;
+}
+
+function utc(date) {
+  return Number.isNaN(date.getTime()) ? "" : date.toISOString().replace("T", " ").slice(0, 23);
+}
+
+function renderLine(line) {
+  const severity = Number(line.severity_number) || 0;
+  const level = severity >= 17 ? "sev-error" : severity >= 13 ? "sev-warn" : "";
+  const row = el("tr", null, `line ${level}`.trim());
+  const attributes = line.attributes || {};
+  const body = typeof line.body === "string" ? line.body : JSON.stringify(line.body);
+  const exception = attributes["exception.type"];
+  row.append(
+    el("td", utc(new Date(Number(line.time_unix_nano) / 1e6)), "mono"),
+    el("td", line.severity_text || String(severity), "level"),
+    el("td", line.service_name, "mono"),
+    el("td", line.distinct_id, "person mono"),
+  );
+  const sessionCell = el("td", null, "mono");
+  if (line.session_id) sessionCell.append(sessionLink(line.session_id));
+  row.append(sessionCell, el("td", exception ? `${body}  [${exception}]` : body, "summary"));
+  let details = null;
+  row.addEventListener("click", () => {
+    if (details) { details.remove(); details = null; return; }
+    const cell = el("td");
+    cell.colSpan = 6;
+    const shown = Object.assign({}, attributes);
+    const stack = shown["exception.stacktrace"];
+    delete shown["exception.stacktrace"];
+    if (stack) cell.append(el("pre", stack, "stacktrace"));
+    if (line.trace_id) cell.append(el("div", `trace ${line.trace_id} · span ${line.span_id}`, "mono"));
+    cell.append(el("pre", JSON.stringify(shown, null, 2), "properties"));
+    cell.append(el("pre", JSON.stringify(line.resource || {}, null, 2), "properties resource"));
+    details = el("tr", null, "details");
+    details.append(cell);
+    row.after(details);
+  });
+  return row;
+}
+
 function renderEvent(event) {
   const props = event.properties || {};
   const isException = event.event === "$exception";
   const row = el("tr", null, isException ? "event exception" : "event");
   row.dataset.uuid = event.uuid;
-  const when = new Date(event.timestamp);
-  const time = Number.isNaN(when.getTime())
-    ? String(event.timestamp || "")
-    : when.toISOString().replace("T", " ").slice(0, 23);
+  const time = utc(new Date(event.timestamp)) || String(event.timestamp || "");
   row.append(el("td", time, "mono"), el("td", event.event, "name"), el("td", event.distinct_id, "person mono"));
   const sessionCell = el("td", null, "mono");
   const session = props["$session_id"];
-  if (session) {
-    const link = el("a", String(session).slice(0, 13) + "…", "session");
-    link.href = "#";
-    link.title = String(session);
-    link.addEventListener("click", (e) => { e.preventDefault(); e.stopPropagation(); setFilter("session_id", session); });
-    sessionCell.append(link);
-  }
+  if (session) sessionCell.append(sessionLink(session));
   row.append(sessionCell, el("td", summary(event), "summary"));
   let details = null;
   row.addEventListener("click", () => {
@@ -120,20 +160,35 @@ function renderEvent(event) {
   return row;
 }
 
-async function poll(mine) {
+async function feed(path, after, extra) {
   const params = filters();
-  if (last) params.set("after", String(last));
+  if (!extra) params.delete("event");  // the event name filters events only
+  if (after) params.set("after", String(after));
+  const response = await fetch(`${path}?${params}`, { cache: "no-store" });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response.json();
+}
+
+async function poll(mine) {
   try {
-    const response = await fetch(`/api/events?${params}`, { cache: "no-store" });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const data = await response.json();
+    const [events, lines] = await Promise.all([
+      feed("/api/events", last, true),
+      feed("/api/logs", lastLine, false),
+    ]);
     if (mine !== generation) return;  // the filters changed meanwhile
-    for (const event of data.events) {
+    for (const event of events.events) {
       rows.prepend(renderEvent(event));
       last = Math.max(last, event.seq);
     }
+    for (const line of lines.logs) {
+      logRows.prepend(renderLine(line));
+      lastLine = Math.max(lastLine, line.seq);
+    }
     document.getElementById("empty").hidden = rows.children.length > 0;
-    statusLine.textContent = `${rows.querySelectorAll("tr.event").length} events shown · updated ${new Date().toLocaleTimeString()}`;
+    document.getElementById("logs-empty").hidden = logRows.children.length > 0;
+    const shown = rows.querySelectorAll("tr.event").length;
+    const linesShown = logRows.querySelectorAll("tr.line").length;
+    statusLine.textContent = `${shown} events, ${linesShown} log lines shown · updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     statusLine.textContent = `cannot reach the server (${error.message}); retrying`;
   }
@@ -143,7 +198,9 @@ async function poll(mine) {
 function restart() {
   generation += 1;
   last = 0;
+  lastLine = 0;
   rows.replaceChildren();
+  logRows.replaceChildren();
   poll(generation);
 }
 
