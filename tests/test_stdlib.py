@@ -577,6 +577,49 @@ def queued(
 class TestQueueHandler:
     """Behind QueueHandler/QueueListener, events describe the code that logged."""
 
+    def test_log_lines_keep_the_context_and_span_where_they_were_logged(
+        self, client: Client, server: LocalServer, attach: Callable[..., logging.Logger]
+    ) -> None:
+        """Log lines for PostHog Logs made behind a queue carry the person, session and
+        OpenTelemetry span of the code that logged, not of the listener's thread."""
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        queue_handler = logging.handlers.QueueHandler(records)
+        queue_handler.addFilter(ContextFilter())
+        log = attach(queue_handler)
+        lines_handler = PostHogHandler(client=client, logs_level="INFO")
+        listener = logging.handlers.QueueListener(records, lines_handler)
+        listener.start()
+        span = NonRecordingSpan(
+            SpanContext(
+                trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+                span_id=0x00F067AA0BA902B7,
+                is_remote=False,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )
+        )
+        try:
+            with posthog_logging.new_context(), trace.use_span(span):
+                posthog_logging.identify_context("user-queued")
+                posthog_logging.set_context_session("session-queued")
+                log.warning("stock is low: %d left", 2)
+            log.warning("outside")
+        finally:
+            listener.stop()
+            lines_handler.close()
+        assert client.flush(WAIT)
+        lines = {line["body"]: line for line in server.store.logs()}
+        assert set(lines) == {"stock is low: 2 left", "outside"}
+        inside = lines["stock is low: 2 left"]
+        assert (inside["distinct_id"], inside["session_id"]) == ("user-queued", "session-queued")
+        assert inside["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert inside["span_id"] == "00f067aa0ba902b7"
+        assert "posthog_trace" not in inside["attributes"]
+        outside = lines["outside"]
+        assert (outside["distinct_id"], outside["trace_id"], outside["span_id"]) == (None, "", "")
+
     def test_events_carry_the_identity_of_the_logging_thread(
         self,
         queued: tuple[logging.Logger, logging.handlers.QueueListener],
