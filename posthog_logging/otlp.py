@@ -370,10 +370,18 @@ def _value(value: Any, where: str) -> Any:
         if isinstance(inner, int) and not isinstance(inner, bool) and -(2**63) <= inner < 2**63:
             return inner
         raise ValueError(f"{where}.intValue is not a 64-bit integer")
-    if kind == "doubleValue" and isinstance(inner, (int, float)) and not isinstance(inner, bool):
-        if not math.isfinite(inner):  # 1e400 parses as an infinity, which is not JSON
-            raise ValueError(f"{where}.doubleValue is out of range")
-        return float(inner)
+    if kind == "doubleValue":
+        # proto3's JSON mapping: a number, or a string: "NaN", "Infinity", "-Infinity", "1.5"
+        if isinstance(inner, str):
+            try:
+                inner = float(inner)
+            except ValueError:
+                raise ValueError(f"{where}.doubleValue is not a number") from None
+        if isinstance(inner, (int, float)) and not isinstance(inner, bool):
+            number = float(inner)
+            # stored as JSON, which has no NaN or infinities: those are kept as their text
+            return number if math.isfinite(number) else to_jsonable(number)  # "NaN", ...
+        raise ValueError(f"{where}.doubleValue is not a number")
     if kind == "arrayValue" and isinstance(inner, dict):
         items = inner.get("values", [])
         if isinstance(items, list):

@@ -32,6 +32,7 @@ from ._bridge import (
 )
 from .client import Client, in_library_code
 from .contexts import current_state
+from .events import choose_distinct_id
 from .exceptions import mark_captured, snapshot_exception
 from .otlp import PendingLog, trace_context
 from .serialisation import as_text
@@ -124,14 +125,11 @@ class ContextFilter(logging.Filter):
         if marker is True and "posthog_event_name" not in d:
             d["posthog_event_name"] = str(record.msg)
         exc_info = record.exc_info
-        if (
-            exc_info
-            and exc_info[1] is not None
-            and record.levelno >= self.exception_level
-            and "posthog_exception" not in d
-        ):
+        if exc_info and exc_info[1] is not None and "posthog_exception" not in d:
             exc = exc_info[1]
-            if mark_captured(exc):
+            if record.levelno < self.exception_level or mark_captured(exc):
+                # Below exception_level no $exception event is sent (so the exception is
+                # not marked), but a log line still carries it.
                 d["posthog_exception"] = snapshot_exception(exc)
                 d["posthog_message"] = _message(record)  # QueueHandler adds the traceback
             else:
@@ -296,8 +294,9 @@ class PostHogHandler(logging.Handler):
         """The record as a line for PostHog Logs."""
         properties, distinct_id, _ = _record_properties(d, self._not_properties)
         context = stamped_context(d) or current_state()
-        if distinct_id is not None:  # an explicit person, as for an event
-            context = dataclasses.replace(context, distinct_id=as_text(distinct_id) or None)
+        person = choose_distinct_id(distinct_id, context)  # an explicit one, as for events
+        if person != context.distinct_id:
+            context = dataclasses.replace(context, distinct_id=person)
         exc_info = record.exc_info
         snapshot = d.get("posthog_exception") or None
         if snapshot is None and exc_info and exc_info[1] is not None:

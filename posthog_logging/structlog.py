@@ -53,6 +53,7 @@ from ._bridge import (
 )
 from .client import Client, in_library_code
 from .contexts import current_state
+from .events import choose_distinct_id
 from .exceptions import snapshot_exception
 from .otlp import PendingLog, trace_context
 from .serialisation import as_text
@@ -221,8 +222,9 @@ class PostHogProcessor:
             entry = {**bound, **event_dict}
         attributes, distinct_id, _ = split_properties(entry, self._not_properties)
         context = stamped_context(event_dict) or current_state()
-        if distinct_id is not None:
-            context = dataclasses.replace(context, distinct_id=as_text(distinct_id) or None)
+        person = choose_distinct_id(distinct_id, context)  # an explicit one, as for events
+        if person != context.distinct_id:
+            context = dataclasses.replace(context, distinct_id=person)
         exception = exception_of(exc_info) if exc_info else None
         thread = threading.current_thread()
         self.client.capture_log(

@@ -620,6 +620,34 @@ class TestQueueHandler:
         outside = lines["outside"]
         assert (outside["distinct_id"], outside["trace_id"], outside["span_id"]) == (None, "", "")
 
+    def test_an_exception_below_exception_level_still_reaches_its_line(
+        self, client: Client, server: LocalServer, attach: Callable[..., logging.Logger]
+    ) -> None:
+        """Behind a queue, a warning logged with its exception gives a line carrying the
+        exception's attributes and the message alone (not the traceback QueueHandler
+        appends), and no $exception event, as without a queue."""
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        queue_handler = logging.handlers.QueueHandler(records)
+        queue_handler.addFilter(ContextFilter())
+        log = attach(queue_handler)
+        lines_handler = PostHogHandler(client=client, logs_level="INFO")
+        listener = logging.handlers.QueueListener(records, lines_handler)
+        listener.start()
+        try:
+            try:
+                {}["missing"]
+            except KeyError:
+                log.warning("cache miss, computing again", exc_info=True)
+        finally:
+            listener.stop()
+            lines_handler.close()
+        assert client.flush(WAIT)
+        [line] = server.store.logs()
+        assert line["body"] == "cache miss, computing again"
+        assert line["attributes"]["exception.type"] == "KeyError"
+        assert "Traceback" in line["attributes"]["exception.stacktrace"]
+        assert server.events() == []
+
     def test_events_carry_the_identity_of_the_logging_thread(
         self,
         queued: tuple[logging.Logger, logging.handlers.QueueListener],
