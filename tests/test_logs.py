@@ -44,7 +44,8 @@ from posthog_logging.server import Fault, LocalServer
 from posthog_logging.stdlib import ContextFilter, PostHogHandler
 
 from .conftest import API_KEY, Records
-from .test_delivery import SendSpy, fast_backoff, wait_until  # noqa: F401
+from .polling import wait_until
+from .test_delivery import SendSpy, fast_backoff  # noqa: F401
 from .test_spool import fast_spool_checks, segment_files, spool_dir  # noqa: F401
 
 LOGS_PATH = "/i/v1/logs"
