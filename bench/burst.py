@@ -19,11 +19,10 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-EXTRA = {"page": "/pricing", "plan": "pro", "items": 3, "value": 49.9, "ok": True}
-SESSION = "01929c8e-0000-7000-8000-000000000001"
+from caller import EXTRA, MARKED, bench_logger, our_context, sdk_context
 
 
 def _status_mb(field: str) -> float:
@@ -49,23 +48,10 @@ def ours(host: str, use_logging: bool) -> tuple[Callable[[], object], Any, Calla
     import posthog_logging as posthog
 
     client = posthog.Client("phc_bench", host=host)
-    log = logging.getLogger("bench.burst")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    log.addHandler(posthog.PostHogHandler(client=client))
-    marked = {**EXTRA, "event": True}
-
-    @contextlib.contextmanager
-    def context() -> Iterator[None]:
-        with posthog.new_context():
-            posthog.identify_context("user_42")
-            posthog.set_context_session(SESSION)
-            posthog.tag("plan", "pro")
-            posthog.tag("request_id", "req_1")
-            yield
+    log = bench_logger("burst", posthog.PostHogHandler(client=client))
 
     if use_logging:
-        call: Callable[[], object] = lambda: log.info("page_viewed", extra=marked)  # noqa: E731
+        call: Callable[[], object] = lambda: log.info("page_viewed", extra=MARKED)  # noqa: E731
     else:
         call = lambda: client.capture("page_viewed", EXTRA)  # noqa: E731
 
@@ -74,7 +60,7 @@ def ours(host: str, use_logging: bool) -> tuple[Callable[[], object], Any, Calla
         stats = client.stats
         return {"shutdown_ok": ok, "dropped": dict(stats.dropped), "failed": stats.failed}
 
-    return call, context, finish
+    return call, our_context, finish
 
 
 def sdk(host: str, big_queue: bool, events: int) -> tuple[Callable[[], object], Any, Any]:
@@ -83,18 +69,12 @@ def sdk(host: str, big_queue: bool, events: int) -> tuple[Callable[[], object], 
     options = {"max_queue_size": events + 1} if big_queue else {}
     client = posthog.Posthog("phc_bench", host=host, **options)
 
-    @contextlib.contextmanager
-    def context() -> Iterator[None]:
-        with posthog.new_context(client=client):
-            posthog.identify_context("user_42")
-            posthog.set_context_session(SESSION)
-            posthog.tag("plan", "pro")
-            posthog.tag("request_id", "req_1")
-            yield
-
     def finish() -> dict[str, Any]:
         client.shutdown()  # flushes, then joins the consumer threads
         return {}
+
+    def context() -> contextlib.AbstractContextManager[None]:
+        return sdk_context(client)
 
     return lambda: client.capture("page_viewed", properties=EXTRA), context, finish
 

@@ -50,6 +50,19 @@ def our_context() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def sdk_context(sdk: Any) -> Iterator[None]:
+    """The same situation for the official SDK, in its own ``new_context()``."""
+    import posthog
+
+    with posthog.new_context(client=sdk):
+        posthog.identify_context("user_42")
+        posthog.set_context_session(SESSION)
+        posthog.tag("plan", "pro")
+        posthog.tag("request_id", "req_1")
+        yield
+
+
 def bench_logger(name: str, handler: logging.Handler, level: int = logging.INFO) -> logging.Logger:
     log = logging.getLogger(f"bench.{name}")
     log.handlers.clear()
@@ -137,15 +150,6 @@ def sdk_cases(url: str) -> tuple[list[Case], Callable[[], None]]:
 
     sdk = posthog.Posthog("phc_bench", host=url)
 
-    @contextlib.contextmanager
-    def sdk_context() -> Iterator[None]:
-        with posthog.new_context(client=sdk):
-            posthog.identify_context("user_42")
-            posthog.set_context_session(SESSION)
-            posthog.tag("plan", "pro")
-            posthog.tag("request_id", "req_1")
-            yield
-
     cases = [
         Case(
             "posthog SDK capture()",
@@ -156,7 +160,7 @@ def sdk_cases(url: str) -> tuple[list[Case], Callable[[], None]]:
             "posthog SDK capture(), in context",
             lambda: sdk.capture("page_viewed", properties=EXTRA),
             sdk.flush,
-            sdk_context,
+            lambda: sdk_context(sdk),
         ),
     ]
     return cases, sdk.shutdown

@@ -11,6 +11,7 @@ once the test is over, parsed with the official OTLP protobuf schema
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import gzip
 import json
@@ -51,6 +52,26 @@ from .test_spool import fast_spool_checks, segment_files, spool_dir  # noqa: F40
 LOGS_PATH = "/i/v1/logs"
 TWO_MB = 2 * 1024 * 1024
 HEX = frozenset("0123456789abcdef")
+
+
+@contextlib.contextmanager
+def behind_a_queue(
+    client: Client, attach: Callable[..., logging.Logger]
+) -> Iterator[logging.Logger]:
+    """A logger whose QueueHandler (with ContextFilter) feeds a PostHogHandler shipping
+    lines on a QueueListener's thread; the listener handles what is queued on exit."""
+    messages: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = logging.handlers.QueueHandler(messages)
+    queue_handler.addFilter(ContextFilter())
+    log = attach(queue_handler)
+    posthog_handler = PostHogHandler(client=client, logs_level="INFO")
+    listener = logging.handlers.QueueListener(messages, posthog_handler)
+    listener.start()
+    try:
+        yield log
+    finally:
+        listener.stop()
+        posthog_handler.close()
 
 
 # -- what went over the wire ----------------------------------------------------------------
@@ -401,28 +422,21 @@ class TestLineContents:
         thread still sends the caller's person, tags, span, extras, thread and exception,
         and the message without the traceback QueueHandler appends."""
         client = make_client()
-        messages: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        queue_handler = logging.handlers.QueueHandler(messages)
-        queue_handler.addFilter(ContextFilter())
-        log = attach(queue_handler)
-        posthog_handler = PostHogHandler(client=client, logs_level="INFO")
-        listener = logging.handlers.QueueListener(messages, posthog_handler)
-        listener.start()
         span = SpanContext(
             trace_id=TRACE_ID, span_id=SPAN_ID, is_remote=False, trace_flags=TraceFlags(1)
         )
-        try:
-            with posthog_logging.new_context(), trace.use_span(NonRecordingSpan(span)):
-                posthog_logging.identify_context("queued_user")
-                posthog_logging.tag("region", "eu")
-                log.info("cart has %d items", 3, extra={"cart_id": "c_17"})
-                try:
-                    divide_by_zero()
-                except ZeroDivisionError:
-                    log.exception("could not %s", "divide")
-        finally:
-            listener.stop()  # handles everything queued, then stops
-            posthog_handler.close()
+        with (
+            behind_a_queue(client, attach) as log,
+            posthog_logging.new_context(),
+            trace.use_span(NonRecordingSpan(span)),
+        ):
+            posthog_logging.identify_context("queued_user")
+            posthog_logging.tag("region", "eu")
+            log.info("cart has %d items", 3, extra={"cart_id": "c_17"})
+            try:
+                divide_by_zero()
+            except ZeroDivisionError:
+                log.exception("could not %s", "divide")
         assert client.flush(5)
         wait_for_lines(server, 2)
 
@@ -436,6 +450,28 @@ class TestLineContents:
         error = line_with_body(server, "could not divide")  # no traceback in the body
         assert error["attributes"]["exception.type"] == "ZeroDivisionError"
         assert "in divide_by_zero" in error["attributes"]["exception.stacktrace"]
+
+    def test_behind_a_queue_an_exception_below_exception_level_reaches_its_line(
+        self,
+        make_client: Callable[..., Client],
+        attach: Callable[..., logging.Logger],
+        server: LocalServer,
+    ) -> None:
+        """A warning logged with its exception behind a queue gives a line carrying the
+        exception's attributes and the message alone, and no $exception event, as
+        without a queue."""
+        client = make_client()
+        with behind_a_queue(client, attach) as log:
+            try:
+                {}["missing"]
+            except KeyError:
+                log.warning("cache miss, computing again", exc_info=True)
+        assert client.flush(5)
+        [line] = wait_for_lines(server, 1)
+        assert line["body"] == "cache miss, computing again"
+        assert line["attributes"]["exception.type"] == "KeyError"
+        assert "Traceback" in line["attributes"]["exception.stacktrace"]
+        assert server.events() == []
 
     def test_the_library_own_records_never_become_lines(
         self, make_client: Callable[..., Client], server: LocalServer
