@@ -1,8 +1,10 @@
-"""Tests for the local server's web view (GET /, /view/app.js, /view/style.css, /api/events).
+"""Tests for the local server's web view (GET /, /view/app.js, /view/style.css, /api/events,
+/api/logs).
 
-The page is driven in a real headless Chromium through Selenium. Events reach the server
-the way an application sends them: log records through a `PostHogHandler`, inside
-contexts that identify the person and the session. The browser is shared by the tests of
+The page is driven in a real headless Chromium through Selenium. Events and log lines
+reach the server the way an application sends them: log records through a
+`PostHogHandler` (with ``logs_level`` for the lines of PostHog Logs), inside contexts that
+identify the person and the session. The browser is shared by the tests of
 a module (one per xdist worker); each test gets its own server and leaves the browser on
 ``about:blank``, so that no page keeps polling a server that has stopped.
 """
@@ -15,6 +17,7 @@ import os
 import re
 import struct
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from posthog_logging import Client, PostHogHandler
 from posthog_logging.demo import shop_session
 from posthog_logging.events import uuid7
 from posthog_logging.server import LocalServer
+
+from .polling import wait_until
 
 try:
     from selenium import webdriver
@@ -42,7 +47,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 for _binary in (CHROMIUM, CHROMEDRIVER):
     if not os.access(_binary, os.X_OK):  # pragma: no cover - depends on the environment
-        pytest.skip(f"{_binary} is missing: the web view tests need it", allow_module_level=True)
+        missing = f"{_binary} is missing: the web view tests need it"
+        if os.environ.get("POSTHOG_LOGGING_REQUIRE_BROWSER"):  # CI: a skip would hide it
+            raise RuntimeError(missing)
+        pytest.skip(missing, allow_module_level=True)
 
 WAIT = 10.0  # seconds to wait for the page; it polls the server every second
 SHOP_EVENTS = ["checkout_completed", "$exception", "$exception", "checkout_started", "page_viewed"]
@@ -52,6 +60,20 @@ XSS_SCRIPT = "<script>window.__pwned=1</script>"
 XSS_IMG = '<img src=x onerror="window.__pwned=2">'
 XSS_PERSON = "<b>bold</b>"
 XSS_EVENT = '<img src=x onerror="window.__pwned=3">'
+SERVICE = "checkout-api"
+"""The service of the test's own client (``line_log``)."""
+SHOP_SERVICE = "shop"
+SHOP_LINES = [
+    ("INFO", "checkout_completed"),
+    ("WARNING", "receipt not sent; will retry later"),
+    ("ERROR", "payment failed  [posthog_logging.demo.PaymentDeclined]"),
+    ("INFO", "checkout started"),
+    ("INFO", "cart has 3 items"),
+    ("INFO", "page_viewed"),
+]
+"""The log lines (level, line) one `shop_session` shows, newest on top."""
+TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
+"""How the log table prints a line's time (UTC, to the millisecond)."""
 
 # One object per row of the table, read in one go so that a re-render cannot stale it.
 ROWS_JS = """
@@ -61,6 +83,21 @@ return Array.from(document.querySelectorAll('#event-rows tr.event'), (row) => {
           person: row.cells[2].textContent, session: link ? link.title : '',
           summary: row.cells[4].textContent};
 });
+"""
+LINES_JS = """
+return Array.from(document.querySelectorAll('#log-rows tr.line'), (row) => {
+  const link = row.cells[4].querySelector('a');
+  return {time: row.cells[0].textContent, level: row.cells[1].textContent,
+          service: row.cells[2].textContent, person: row.cells[3].textContent,
+          session: link ? link.title : '', line: row.cells[5].textContent};
+});
+"""
+# Both tables from one call: a poll renders both at once, so they always agree.
+TABLES_JS = f"return [(() => {{{ROWS_JS}}})(), (() => {{{LINES_JS}}})()];"
+FIND_LINE_JS = """
+return Array.from(document.querySelectorAll('#log-rows tr.line')).find(
+  (row) => row.cells[5].textContent.startsWith(arguments[0])
+    && (arguments[1] === null || row.cells[3].textContent === arguments[1])) || null;
 """
 FIND_ROW_JS = """
 return Array.from(document.querySelectorAll('#event-rows tr.event')).find(
@@ -115,20 +152,43 @@ def app_log(default_client: Client, attach: Callable[..., logging.Logger]) -> lo
 
 
 @pytest.fixture
+def line_client(make_client: Callable[..., Client]) -> Client:
+    """The test's own client, sending to ``server`` as the service ``checkout-api``."""
+    return make_client(service_name=SERVICE)
+
+
+@pytest.fixture
+def line_log(line_client: Client, attach: Callable[..., logging.Logger]) -> logging.Logger:
+    """An application logger whose records at INFO and above also go to ``server`` as log
+    lines (``logs_level="INFO"``), from the service ``checkout-api``."""
+    return attach(PostHogHandler(client=line_client, logs_level="INFO"))
+
+
+@pytest.fixture
 def shop(
     default_client: Client, attach: Callable[..., logging.Logger], server: LocalServer
 ) -> Iterator[Callable[[str, str], None]]:
-    """Run the demo's `shop_session` with its logger sending to ``server``; wait for its
-    five events to be stored."""
+    """Run the demo's `shop_session` with its logger sending to ``server``, its records at
+    INFO and above as log lines too; wait for its five events and six lines to be stored.
+
+    The default client is configured again, as the service ``shop``: everything goes
+    through one client (so the events arrive in the order they were logged)."""
     demo_log = logging.getLogger("demo.shop")
     propagate, level = demo_log.propagate, demo_log.level
-    attach(PostHogHandler(client=default_client), name="demo.shop")
+    shop_client = posthog_logging.configure(
+        api_key=default_client.api_key,
+        host=server.url,
+        flush_interval=default_client.flush_interval,
+        service_name=SHOP_SERVICE,
+    )  # shut down when default_client's fixture ends
+    attach(PostHogHandler(client=shop_client, logs_level="INFO"), name="demo.shop")
 
     def visit(user: str, session: str) -> None:
-        before = server.store.count()
+        events, lines = server.store.count(), len(server.store.logs())
         shop_session(user, session)
-        assert default_client.flush(WAIT)
-        server.wait_for_events(before + len(SHOP_EVENTS), timeout=WAIT)
+        assert shop_client.flush(WAIT)
+        server.wait_for_events(events + len(SHOP_EVENTS), timeout=WAIT)
+        wait_for_lines(server, lines + len(SHOP_LINES))
 
     yield visit
     demo_log.propagate, demo_log.level = propagate, level
@@ -154,8 +214,10 @@ def wait_for(driver: Chrome, condition: Callable[[Chrome], Any], what: str) -> A
             driver, WAIT, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]
         ).until(condition)
     except TimeoutException:
+        events, lines = driver.execute_script(TABLES_JS)
         raise AssertionError(
-            f"timed out after {WAIT:g}s waiting for {what}; the page shows {shown(driver)}"
+            f"timed out after {WAIT:g}s waiting for {what}; the page shows the events"
+            f" {events} and the log lines {lines}"
         ) from None
 
 
@@ -175,6 +237,49 @@ def wait_rows(
     return found
 
 
+def shown_lines(driver: Chrome) -> list[dict[str, str]]:
+    """The rows of the log table, top to bottom."""
+    lines: list[dict[str, str]] = driver.execute_script(LINES_JS)
+    return lines
+
+
+def wait_lines(
+    driver: Chrome, condition: Callable[[list[dict[str, str]]], bool], what: str
+) -> list[dict[str, str]]:
+    """Wait until the log lines shown satisfy ``condition`` and return them."""
+    found: list[dict[str, str]] = wait_for(
+        driver, lambda d: (lines := shown_lines(d)) and condition(lines) and lines, what
+    )
+    return found
+
+
+Tables = tuple[list[dict[str, str]], list[dict[str, str]]]
+
+
+def wait_tables(driver: Chrome, condition: Callable[[Tables], bool], what: str) -> Tables:
+    """Wait until the events and the log lines shown, read together, satisfy
+    ``condition``; return them."""
+
+    def both(d: Chrome) -> Tables | None:
+        events, lines = d.execute_script(TABLES_JS)
+        return (events, lines) if condition((events, lines)) else None
+
+    found: Tables = wait_for(driver, both, what)
+    return found
+
+
+def wait_for_lines(server: LocalServer, n: int) -> list[dict[str, Any]]:
+    """The log lines the server stored, oldest first, once there are at least ``n``."""
+    wait_until(lambda: len(server.store.logs()) >= n, WAIT, f"{n} stored log lines")
+    return server.store.logs()
+
+
+def stored_line(server: LocalServer, body: str) -> dict[str, Any]:
+    """The stored log line whose body is ``body``."""
+    [line] = [line for line in server.store.logs() if line["body"] == body]
+    return line
+
+
 def console(driver: Chrome) -> list[dict[str, Any]]:
     """What the page logged to the browser console since the last call."""
     entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
@@ -183,6 +288,15 @@ def console(driver: Chrome) -> list[dict[str, Any]]:
 
 def names(rows: list[dict[str, str]]) -> list[str]:
     return [row["event"] for row in rows]
+
+
+def levels_and_lines(lines: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(line["level"], line["line"]) for line in lines]
+
+
+def of(rows: list[dict[str, str]], key: str) -> set[str]:
+    """The values of ``key`` across ``rows``."""
+    return {row[key] for row in rows}
 
 
 def find_row(driver: Chrome, event: str, person: str, summary: str = "") -> WebElement:
@@ -195,9 +309,20 @@ def find_row(driver: Chrome, event: str, person: str, summary: str = "") -> WebE
     return row
 
 
-def open_details(driver: Chrome, row: WebElement) -> WebElement:
-    """Click a row (on its event name, away from the session link) and return its details."""
-    row.find_element(By.CSS_SELECTOR, "td.name").click()
+def find_line(driver: Chrome, line: str, person: str | None = None) -> WebElement:
+    """The log table's row whose line starts with ``line`` (by ``person``, if given)."""
+    row: WebElement = wait_for(
+        driver,
+        lambda d: d.execute_script(FIND_LINE_JS, line, person),
+        f"a log line {line!r}" + (f" by {person!r}" if person is not None else ""),
+    )
+    return row
+
+
+def open_details(driver: Chrome, row: WebElement, cell: str = "td.name") -> WebElement:
+    """Click a row (on ``cell``, by default its event name: away from the session link)
+    and return its details."""
+    row.find_element(By.CSS_SELECTOR, cell).click()
     details: WebElement = wait_for(
         driver,
         lambda d: d.execute_script(
@@ -208,6 +333,22 @@ def open_details(driver: Chrome, row: WebElement) -> WebElement:
         "the row's details",
     )
     return details
+
+
+def open_line_details(driver: Chrome, row: WebElement) -> WebElement:
+    """Click a log line's row (on its line) and return its details."""
+    return open_details(driver, row, "td.summary")
+
+
+def line_time(shown_time: str) -> float:
+    """A time as the log table prints it, as epoch seconds."""
+    parsed = datetime.strptime(shown_time, "%Y-%m-%d %H:%M:%S.%f")
+    return parsed.replace(tzinfo=timezone.utc).timestamp()
+
+
+def json_in(details: WebElement, selector: str) -> Any:
+    """The JSON the details show in ``selector``."""
+    return json.loads(text(details.find_element(By.CSS_SELECTOR, selector)))
 
 
 def text(element: WebElement) -> str:
@@ -274,6 +415,18 @@ def _js(value: Any) -> str:
     return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
 
 
+class CouponExpired(Exception):
+    """An application's own exception, for a logged exception's line."""
+
+
+COUPON_EXPIRED = f"{__name__}.CouponExpired"
+"""How a line names it: ``exception.type``, with its module."""
+
+
+def apply_coupon(code: str) -> None:
+    raise CouponExpired(f"coupon {code} expired yesterday")
+
+
 def png_size(path: Path) -> tuple[int, int]:
     """Width and height of a PNG file, from its header."""
     data = path.read_bytes()
@@ -333,6 +486,129 @@ class TestLiveFeed:
         assert '"page": "/docs"' in text(details)
         row.find_element(By.CSS_SELECTOR, "td.name").click()
         wait_for(page, lambda d: not d.find_elements(By.CSS_SELECTOR, "tr.details"), "no details")
+
+
+class TestLogLines:
+    def test_log_lines_appear_without_reloading(
+        self, page: Chrome, server: LocalServer, line_log: logging.Logger
+    ) -> None:
+        """Log lines sent after the page is open appear in the log table, newest on top, with
+        time, level, service, person, session and line, and no reload; a record below
+        ``logs_level`` sends none."""
+        open_view(page, server)
+        assert page.find_element(By.ID, "logs-empty").is_displayed()
+        assert shown_lines(page) == []
+        page.execute_script("window.__sameDocument = true")
+        session = uuid7()
+
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_1")
+            posthog_logging.set_context_session(session)
+            posthog_logging.tag("plan", "pro")
+            line_log.debug("cache warmed in %d ms", 12)  # below logs_level: no line
+            line_log.info("signed in with %s", "password", extra={"method": "password"})
+        [line] = wait_lines(page, lambda lines: len(lines) == 1, "the first log line")
+        assert line == {
+            "time": line["time"],
+            "level": "INFO",
+            "service": SERVICE,
+            "person": "user_1",
+            "session": session,
+            "line": "signed in with password",
+        }
+        assert re.fullmatch(TIME, line["time"])
+        stored = stored_line(server, "signed in with password")
+        assert line_time(line["time"]) == pytest.approx(stored["time_unix_nano"] / 1e9, abs=0.002)
+        assert not page.find_element(By.ID, "logs-empty").is_displayed()
+
+        line_log.warning("disk %d%% full", 91)  # outside any context: no person, no session
+        lines = wait_lines(page, lambda lines: len(lines) == 2, "the second log line")
+        assert levels_and_lines(lines) == [
+            ("WARNING", "disk 91% full"),
+            ("INFO", "signed in with password"),
+        ]
+        assert (lines[0]["person"], lines[0]["session"]) == ("", "")
+        assert "sev-warn" in classes(find_line(page, "disk 91% full"))
+        assert [line["body"] for line in server.store.logs()] == [
+            "signed in with password",
+            "disk 91% full",
+        ]  # the DEBUG record never became a line
+        assert page.execute_script("return window.__sameDocument") is True
+        assert "0 events, 2 log lines shown" in page.find_element(By.ID, "status").text
+        assert shown(page) == []  # ordinary log records are no events
+
+    def test_exception_line_shows_its_stack_trace_and_attributes(
+        self, page: Chrome, server: LocalServer, line_log: logging.Logger
+    ) -> None:
+        """A logged exception's line names the exception type; a click opens its stack trace
+        (as Python prints it), its attributes and its resource as JSON; a second click
+        closes it."""
+        open_view(page, server)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_9")
+            posthog_logging.set_context_session(uuid7())
+            try:
+                apply_coupon("SPRING")
+            except CouponExpired:
+                line_log.exception("could not apply coupon %s", "SPRING", extra={"cart": "c_17"})
+        row = find_line(page, "could not apply coupon SPRING", "user_9")
+        assert text(row.find_element(By.CSS_SELECTOR, "td.summary")) == (
+            f"could not apply coupon SPRING  [{COUPON_EXPIRED}]"
+        )
+        assert text(row.find_element(By.CSS_SELECTOR, "td.level")) == "ERROR"
+        assert "sev-error" in classes(row)
+        stored = stored_line(server, "could not apply coupon SPRING")
+
+        details = open_line_details(page, row)
+        stack = text(details.find_element(By.CSS_SELECTOR, "pre.stacktrace"))
+        assert stack == stored["attributes"]["exception.stacktrace"]
+        assert stack.startswith("Traceback (most recent call last):\n")
+        assert re.search(r'File "[^"]*test_view\.py", line \d+, in apply_coupon\n', stack)
+        assert '    raise CouponExpired(f"coupon {code} expired yesterday")\n' in stack
+        assert stack.endswith(f"{COUPON_EXPIRED}: coupon SPRING expired yesterday\n")
+        attributes = json_in(details, "pre.properties:not(.resource)")
+        assert "exception.stacktrace" not in attributes  # shown above, not twice
+        assert attributes == {
+            k: v for k, v in stored["attributes"].items() if k != "exception.stacktrace"
+        }
+        assert attributes["cart"] == "c_17"
+        assert attributes["posthogDistinctId"] == "user_9"
+        assert attributes["exception.type"] == COUPON_EXPIRED
+        assert attributes["exception.message"] == "coupon SPRING expired yesterday"
+        assert (
+            attributes["code.function"]
+            == "test_exception_line_shows_its_stack_trace_and_attributes"
+        )
+        resource = json_in(details, "pre.properties.resource")
+        assert resource == stored["resource"]
+        assert resource["service.name"] == SERVICE
+        assert "· span" not in text(details)  # no span was active: no trace ids
+
+        row.find_element(By.CSS_SELECTOR, "td.summary").click()
+        wait_for(
+            page,
+            lambda d: not d.find_elements(By.CSS_SELECTOR, "#log-rows tr.details"),
+            "the line's details closed",
+        )
+
+    def test_line_logged_in_a_span_shows_its_trace_and_span(
+        self, page: Chrome, server: LocalServer, line_log: logging.Logger
+    ) -> None:
+        """A line logged inside an OpenTelemetry span shows the trace and span ids in its
+        details."""
+        trace = pytest.importorskip("opentelemetry.trace")
+        span = trace.SpanContext(
+            trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+            span_id=0x00F067AA0BA902B7,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(1),
+        )
+        open_view(page, server)
+        with trace.use_span(trace.NonRecordingSpan(span), end_on_exit=False):
+            line_log.info("inside the span")
+        details = open_line_details(page, find_line(page, "inside the span"))
+        ids = details.find_element(By.CSS_SELECTOR, "div.mono")
+        assert text(ids) == "trace 0af7651916cd43dd8448eb211c80319c · span 00f067aa0ba902b7"
 
 
 class TestExceptionDetails:
@@ -507,6 +783,123 @@ class TestFilters:
         assert page.find_element(By.ID, "filter-session").get_property("value") == session_b
         assert not page.find_elements(By.CSS_SELECTOR, "tr.details")
 
+    def test_person_and_session_filters_narrow_the_log_table_too(
+        self, page: Chrome, server: LocalServer, shop: Callable[[str, str], None]
+    ) -> None:
+        """The person and session filters narrow the log lines as they narrow the events;
+        the event name filters events only and leaves every line shown."""
+        session_a, session_b = uuid7(), uuid7()
+        shop("user_a", session_a)
+        shop("user_b", session_b)
+        open_view(page, server)
+        wait_tables(page, lambda t: (len(t[0]), len(t[1])) == (10, 12), "both visits")
+
+        set_filter(page, "filter-person", "user_a")
+        events, lines = wait_tables(
+            page,
+            lambda t: of(t[0], "person") == of(t[1], "person") == {"user_a"},
+            "user_a's events and lines only",
+        )
+        assert names(events) == SHOP_EVENTS
+        assert levels_and_lines(lines) == SHOP_LINES
+        assert of(lines, "service") == {SHOP_SERVICE}
+        clear_filters(page)
+        wait_tables(page, lambda t: (len(t[0]), len(t[1])) == (10, 12), "everything after clear")
+
+        set_filter(page, "filter-event", "$exception")
+        events, lines = wait_tables(
+            page, lambda t: set(names(t[0])) == {"$exception"}, "exceptions only"
+        )
+        assert len(events) == 4
+        assert len(lines) == 12  # the event name does not apply to lines
+        set_filter(page, "filter-person", "user_b")
+        events, lines = wait_tables(
+            page,
+            lambda t: of(t[0], "person") == of(t[1], "person") == {"user_b"},
+            "user_b's exceptions and every line of user_b",
+        )
+        assert set(names(events)) == {"$exception"} and len(events) == 2
+        assert levels_and_lines(lines) == SHOP_LINES
+        clear_filters(page)
+        wait_tables(page, lambda t: (len(t[0]), len(t[1])) == (10, 12), "everything after clear")
+
+        set_filter(page, "filter-session", session_b)
+        events, lines = wait_tables(
+            page,
+            lambda t: of(t[0], "session") == of(t[1], "session") == {session_b},
+            "session b only",
+        )
+        assert names(events) == SHOP_EVENTS
+        assert levels_and_lines(lines) == SHOP_LINES
+        assert of(lines, "person") == {"user_b"}
+        assert "5 events, 6 log lines shown" in page.find_element(By.ID, "status").text
+
+    def test_filtered_log_table_keeps_showing_new_matching_lines(
+        self, page: Chrome, server: LocalServer, shop: Callable[[str, str], None]
+    ) -> None:
+        """With a person filter set, that person's new lines appear and others stay hidden."""
+        open_view(page, server)
+        set_filter(page, "filter-person", "user_b")
+        wait_for(page, lambda d: d.find_element(By.ID, "logs-empty").is_displayed(), "no lines")
+        shop("user_a", uuid7())
+        shop("user_b", uuid7())
+        lines = wait_lines(page, lambda lines: len(lines) == 6, "user_b's lines")
+        assert of(lines, "person") == {"user_b"}
+        assert levels_and_lines(lines) == SHOP_LINES
+        assert not page.find_element(By.ID, "logs-empty").is_displayed()
+
+    def test_session_link_in_a_log_line_filters_both_tables(
+        self, page: Chrome, server: LocalServer, shop: Callable[[str, str], None]
+    ) -> None:
+        """Clicking a log line's session link shows that session's events and lines only,
+        without opening the line's details."""
+        session_a, session_b = uuid7(), uuid7()
+        shop("user_a", session_a)
+        shop("user_b", session_b)
+        open_view(page, server)
+        wait_tables(page, lambda t: (len(t[0]), len(t[1])) == (10, 12), "both visits")
+
+        link = find_line(page, "cart has 3 items", "user_b").find_element(
+            By.CSS_SELECTOR, "a.session"
+        )
+        assert link.get_attribute("title") == session_b
+        assert link.text == f"{session_b[:13]}…"
+        link.click()
+        events, lines = wait_tables(
+            page,
+            lambda t: of(t[0], "session") == of(t[1], "session") == {session_b},
+            "session b only",
+        )
+        assert names(events) == SHOP_EVENTS
+        assert levels_and_lines(lines) == SHOP_LINES
+        assert page.find_element(By.ID, "filter-session").get_property("value") == session_b
+        assert not page.find_elements(By.CSS_SELECTOR, "tr.details")
+
+    def test_same_session_link_shows_the_sessions_log_lines_too(
+        self, page: Chrome, server: LocalServer, shop: Callable[[str, str], None]
+    ) -> None:
+        """An event's "same session" link shows that session's events, exceptions and log
+        lines, and nothing of another session."""
+        session_a, session_b = uuid7(), uuid7()
+        shop("user_a", session_a)
+        shop("user_b", session_b)
+        open_view(page, server)
+        wait_tables(page, lambda t: (len(t[0]), len(t[1])) == (10, 12), "both visits")
+
+        details = open_details(page, find_row(page, "checkout_completed", "user_a"))
+        link = details.find_element(By.CSS_SELECTOR, "a.session-link")
+        assert link.text == "show this session's events, exceptions and log lines"
+        link.click()
+        events, lines = wait_tables(
+            page,
+            lambda t: of(t[0], "session") == of(t[1], "session") == {session_a},
+            "session a only",
+        )
+        assert names(events) == SHOP_EVENTS  # the two exceptions included
+        assert levels_and_lines(lines) == SHOP_LINES
+        assert of(events, "person") == of(lines, "person") == {"user_a"}
+        assert page.find_element(By.ID, "filter-session").get_property("value") == session_a
+
 
 class TestUntrustedData:
     def test_markup_in_events_is_shown_as_text(
@@ -534,6 +927,52 @@ class TestUntrustedData:
         for literal in (XSS_PERSON, XSS_SCRIPT, XSS_EVENT, json.dumps(XSS_IMG)):
             assert literal in visible
         table = page.find_element(By.ID, "events")
+        for tag in ("img", "script", "b"):
+            assert table.find_elements(By.TAG_NAME, tag) == [], f"a <{tag}> element was built"
+        assert page.execute_script("return window.__pwned") is None
+
+    def test_markup_in_log_lines_is_shown_as_text(
+        self, page: Chrome, server: LocalServer, line_log: logging.Logger
+    ) -> None:
+        """Markup in a line's body, its attributes, its person and an exception's message
+        shows as literal text, in the table and in the opened details, and never runs."""
+        open_view(page, server)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context(XSS_PERSON)
+            posthog_logging.set_context_session(uuid7())
+            posthog_logging.tag("note", XSS_SCRIPT)
+            line_log.info("comment: %s", XSS_SCRIPT, extra={"avatar": XSS_IMG})
+            try:
+                raise ValueError(XSS_IMG)
+            except ValueError:
+                line_log.exception("rejected %s", XSS_IMG)
+        lines = wait_lines(page, lambda lines: len(lines) == 2, "both lines")
+        assert [line["line"] for line in lines] == [
+            f"rejected {XSS_IMG}  [ValueError]",
+            f"comment: {XSS_SCRIPT}",
+        ]
+        assert of(lines, "person") == {XSS_PERSON}
+
+        comment = open_line_details(page, find_line(page, "comment: "))
+        attributes = json_in(comment, "pre.properties:not(.resource)")
+        assert attributes["avatar"] == XSS_IMG
+        assert attributes["note"] == XSS_SCRIPT
+        assert attributes["posthogDistinctId"] == XSS_PERSON
+        rejected = open_line_details(page, find_line(page, "rejected "))
+        stack = text(rejected.find_element(By.CSS_SELECTOR, "pre.stacktrace"))
+        assert stack.endswith(f"ValueError: {XSS_IMG}\n")
+        assert json_in(rejected, "pre.properties:not(.resource)")["exception.message"] == XSS_IMG
+
+        visible = page.find_element(By.ID, "logs").text
+        for literal in (
+            f"comment: {XSS_SCRIPT}",
+            f"rejected {XSS_IMG}",
+            XSS_PERSON,
+            json.dumps(XSS_IMG),
+            f"ValueError: {XSS_IMG}",
+        ):
+            assert literal in visible
+        table = page.find_element(By.ID, "logs")
         for tag in ("img", "script", "b"):
             assert table.find_elements(By.TAG_NAME, tag) == [], f"a <{tag}> element was built"
         assert page.execute_script("return window.__pwned") is None
@@ -570,6 +1009,7 @@ class TestSelfContained:
         assert f"{server.url}/view/app.js" in urls
         assert f"{server.url}/view/style.css" in urls
         assert any(url.startswith(f"{server.url}/api/events?") for url in urls)
+        assert any(url.startswith(f"{server.url}/api/logs?") for url in urls)
         outside = [url for url in urls if not url.startswith(f"{server.url}/")]
         assert outside == []
         errors = [entry for entry in console(page) if entry["level"] == "SEVERE"]
@@ -649,6 +1089,98 @@ class TestEventsApi:
         assert "integers" in response.json()["detail"]
 
 
+class TestLogsApi:
+    @pytest.fixture
+    def logged(
+        self, server: LocalServer, line_client: Client, line_log: logging.Logger
+    ) -> dict[str, str]:
+        """Three log lines by two people in two sessions; the sessions by person."""
+        sessions = {"ann": uuid7(), "bob": uuid7()}
+        for person, body in (("ann", "signed in"), ("bob", "signed in"), ("ann", "paid")):
+            with posthog_logging.new_context():
+                posthog_logging.identify_context(person)
+                posthog_logging.set_context_session(sessions[person])
+                posthog_logging.tag("step", body)
+                line_log.info(body)
+            assert line_client.flush(WAIT)  # one at a time: the order is known
+        wait_for_lines(server, 3)
+        return sessions
+
+    @staticmethod
+    def get(server: LocalServer, **params: Any) -> list[dict[str, Any]]:
+        response = requests.get(f"{server.url}/api/logs", params=params, timeout=WAIT)
+        assert response.status_code == 200, response.text
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert response.headers["Cache-Control"] == "no-store"
+        lines: list[dict[str, Any]] = response.json()["logs"]
+        return lines
+
+    def test_feed_lists_lines_oldest_first_with_seq(
+        self, server: LocalServer, logged: dict[str, str]
+    ) -> None:
+        """The feed returns every line as JSON, oldest first, each with an increasing seq,
+        its person, session and service, attributes and resource."""
+        lines = self.get(server)
+        assert [(line["body"], line["distinct_id"]) for line in lines] == [
+            ("signed in", "ann"),
+            ("signed in", "bob"),
+            ("paid", "ann"),
+        ]
+        seqs = [line["seq"] for line in lines]
+        assert all(isinstance(seq, int) for seq in seqs)
+        assert seqs == sorted(seqs) and len(set(seqs)) == 3
+        first = lines[0]
+        assert first["session_id"] == logged["ann"]
+        assert first["service_name"] == SERVICE
+        assert (first["severity_text"], first["severity_number"]) == ("INFO", 9)
+        assert first["attributes"]["step"] == "signed in"
+        assert first["attributes"]["sessionId"] == logged["ann"]
+        assert first["resource"]["service.name"] == SERVICE
+        assert isinstance(first["time_unix_nano"], int)
+        assert (first["trace_id"], first["span_id"]) == ("", "")
+        assert {"received_at"} <= first.keys()
+
+    def test_after_returns_only_later_lines(
+        self, server: LocalServer, logged: dict[str, str]
+    ) -> None:
+        """``after`` returns only the lines that arrived after that seq; ``limit`` caps them."""
+        first, second, third = self.get(server)
+        assert self.get(server, after=first["seq"]) == [second, third]
+        assert self.get(server, after=third["seq"]) == []
+        assert self.get(server, after=first["seq"], limit=1) == [second]
+        assert self.get(server, limit=1) == [third]  # without after: the newest ones
+
+    def test_filters_match_person_and_session(
+        self, server: LocalServer, logged: dict[str, str]
+    ) -> None:
+        """``distinct_id`` and ``session_id`` each narrow the feed; empty ones don't, and
+        lines have no event name to filter on."""
+        assert [line["body"] for line in self.get(server, distinct_id="ann")] == [
+            "signed in",
+            "paid",
+        ]
+        by_session = self.get(server, session_id=logged["bob"])
+        assert [(line["body"], line["distinct_id"]) for line in by_session] == [
+            ("signed in", "bob")
+        ]
+        both = self.get(server, distinct_id="ann", session_id=logged["ann"])
+        assert [line["body"] for line in both] == ["signed in", "paid"]
+        assert self.get(server, distinct_id="bob", session_id=logged["ann"]) == []
+        assert len(self.get(server, distinct_id="", session_id="")) == 3
+        assert len(self.get(server, event="paid")) == 3
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"after": "abc"}, {"after": "1.5"}, {"after": "-1"}, {"limit": "ten"}, {"limit": "-5"}],
+    )
+    def test_bad_after_or_limit_is_400(self, server: LocalServer, params: dict[str, str]) -> None:
+        """A non-integer or negative ``after`` or ``limit`` is answered 400 with a JSON error."""
+        response = requests.get(f"{server.url}/api/logs", params=params, timeout=WAIT)
+        assert response.status_code == 400
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert "integers" in response.json()["detail"]
+
+
 class TestScreenshot:
     def test_screenshot_of_a_realistic_page(
         self,
@@ -657,17 +1189,33 @@ class TestScreenshot:
         shop: Callable[[str, str], None],
         tmp_path: Path,
     ) -> None:
-        """Two visits with an exception's details open render to a PNG screenshot (saved to
-        $POSTHOG_LOGGING_SCREENSHOT when set)."""
+        """Two visits, with an exception's details open above their log lines, render to a
+        PNG screenshot (saved to $POSTHOG_LOGGING_SCREENSHOT when set) that shows the events,
+        the exception and the whole log table."""
         open_view(page, server)
         shop("user_42", uuid7())
         shop("user_7", uuid7())
-        wait_rows(page, lambda rows: len(rows) == 10, "both visits")
+        wait_tables(page, lambda t: (len(t[0]), len(t[1])) == (10, 12), "both visits")
         details = open_details(page, find_row(page, "$exception", "user_7", PAYMENT))
         check_exception_details(details, stored_exception(server, "user_7", "PaymentDeclined"))
         page.execute_script("window.scrollTo(0, 0)")
-        target = Path(os.environ.get("POSTHOG_LOGGING_SCREENSHOT") or tmp_path / "web-view.png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        assert page.save_screenshot(str(target))
+        # Tall enough for the log table, below the events, to be in the screenshot.
+        logs_bottom = "document.getElementById('logs').getBoundingClientRect().bottom"
+        bottom = int(page.execute_script(f"return {logs_bottom}")) + 1
+        size = page.get_window_size()
+        try:
+            page.set_window_size(size["width"], max(size["height"], bottom + 200))
+            wait_for(
+                page,
+                lambda d: d.execute_script(f"return window.innerHeight >= ({logs_bottom}) + 16"),
+                "a window tall enough for the log table",
+            )
+            target = Path(os.environ.get("POSTHOG_LOGGING_SCREENSHOT") or tmp_path / "web-view.png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            assert page.save_screenshot(str(target))
+            ratio = page.execute_script("return window.devicePixelRatio")
+        finally:
+            page.set_window_size(size["width"], size["height"])
         width, height = png_size(target)
         assert width >= 1000 and height >= 600
+        assert height >= bottom * ratio, "the log table is cut off"
