@@ -75,7 +75,6 @@ _LOGS_PATH = "/i/v1/logs"
 MAX_LOGS_BODY_BYTES = 2 * 1024 * 1024
 _CAPTURE_PATHS = frozenset({"/batch", "/capture", "/e", "/track", "/i/v0/e", "/engage"})
 _EVENT_KEY_FIELDS = ("token", "$token", "api_key")  # where a single event may carry the key
-_DISTINCT_ID_FIELDS = ("distinct_id", "$distinct_id")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _UUID = re.compile(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}|[0-9a-f]{32}", re.I)
 # A body we refuse is still read and dropped, so that the client sees our answer rather than a
@@ -184,6 +183,7 @@ class EventStore:
             # No fsync per request: a crash of the machine may lose the last events, never
             # corrupt the store; a development server need not pay for more.
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA wal_autocheckpoint=16384")
             self._conn.execute(_SCHEMA)
             self._conn.execute(_LOGS_SCHEMA)
 
@@ -573,7 +573,7 @@ def _check_key(top_level_key: Any, events: list[Any]) -> None:
         )
 
 
-def _event_uuid(value: Any, where: str) -> str | None:
+def _event_uuid(value: Any, where: object) -> str | None:
     if value is None or value == "":  # PostHog generates one for both
         return None
     if not isinstance(value, str) or not _UUID.fullmatch(value):
@@ -591,7 +591,7 @@ def _validate(
     The size check can be skipped for a body under the limit for one event, the Unicode
     check for a body that escapes no lone surrogate.
     """
-    where = f"event {index}"
+    where = _Where(index)
     if not isinstance(raw, dict):
         raise _invalid(f"{where} is not a JSON object")
     name = raw.get("event")
@@ -600,8 +600,11 @@ def _validate(
     properties = raw.get("properties", {})
     if not isinstance(properties, dict):
         raise _invalid(f"{where}: 'properties' is not an object")
-    candidates = [raw.get(field) for field in _DISTINCT_ID_FIELDS] + [properties.get("distinct_id")]
-    found = next((value for value in candidates if value is not None), None)
+    found = raw.get("distinct_id")
+    if found is None:
+        found = raw.get("$distinct_id")
+        if found is None:
+            found = properties.get("distinct_id")
     distinct_id = found if isinstance(found, str) or found is None else _compact_json(found)
     if not distinct_id:
         raise _invalid(f"{where} has no 'distinct_id'")
@@ -636,6 +639,18 @@ def _validate(
         "properties": stored,
         "properties_json": text,
     }
+
+
+class _Where:
+    """``event N`` for error messages, made only when one is."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __str__(self) -> str:
+        return f"event {self.index}"
 
 
 def _size(raw: dict[str, Any], stored: dict[str, Any], stored_json: str) -> int:
