@@ -3,14 +3,15 @@ log entry into an event or an ``$exception`` event by the same rules, kept here 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .client import Client
-from .contexts import ContextState
-from .events import ExceptionInfo
+from .contexts import ContextState, current_state
+from .events import ExceptionInfo, choose_distinct_id
 from .exceptions import exception_level_name
 
 #: Keys with a meaning of their own, as in ``capture()``; ``$set`` and ``$set_once`` stay
@@ -103,6 +104,17 @@ def stamped_context(entry: Mapping[str, Any]) -> ContextState | None:
         session_id=entry.get("posthog_session_id"),
         tags=entry.get("posthog_tags") or {},
     )
+
+
+def line_context(entry: Mapping[str, Any], explicit: Any) -> ContextState:
+    """The context a log line for PostHog Logs belongs to: the one stamped on the entry
+    where it was logged, else the current one; with an explicit ``distinct_id``, that
+    person, by the rule events follow."""
+    context = stamped_context(entry) or current_state()
+    person = choose_distinct_id(explicit, context)
+    if person == context.distinct_id:
+        return context
+    return dataclasses.replace(context, distinct_id=person)
 
 
 def exception_of(exc_info: Any) -> BaseException | None:

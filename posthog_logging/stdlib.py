@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from ._bridge import (
     STAMPS,
     STRUCTLOG_RESERVED,
     exception_of,
+    line_context,
     parse_level,
     send_entry,
     split_properties,
@@ -32,7 +32,6 @@ from ._bridge import (
 )
 from .client import Client, in_library_code
 from .contexts import current_state
-from .events import choose_distinct_id
 from .exceptions import mark_captured, snapshot_exception
 from .otlp import PendingLog, trace_context
 from .serialisation import as_text
@@ -293,10 +292,6 @@ class PostHogHandler(logging.Handler):
     def _emit_log_line(self, record: logging.LogRecord, d: dict[str, Any]) -> None:
         """The record as a line for PostHog Logs."""
         properties, distinct_id, _ = _record_properties(d, self._not_properties)
-        context = stamped_context(d) or current_state()
-        person = choose_distinct_id(distinct_id, context)  # an explicit one, as for events
-        if person != context.distinct_id:
-            context = dataclasses.replace(context, distinct_id=person)
         exc_info = record.exc_info
         snapshot = d.get("posthog_exception") or None
         if snapshot is None and exc_info and exc_info[1] is not None:
@@ -309,7 +304,7 @@ class PostHogHandler(logging.Handler):
                 body=d.get("posthog_message") or _message(record),
                 attributes=properties,
                 logger_name=record.name,
-                context=context,
+                context=line_context(d, distinct_id),
                 code=(record.pathname, record.lineno, record.funcName),
                 thread=(record.thread, record.threadName),
                 trace=d["posthog_trace"] if "posthog_trace" in d else trace_context(),

@@ -26,7 +26,6 @@ Importing this module needs structlog (``pip install 'posthog-logging[structlog]
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -46,6 +45,7 @@ from ._bridge import (
     STAMPS,
     STRUCTLOG_RESERVED,
     exception_of,
+    line_context,
     parse_level,
     send_entry,
     split_properties,
@@ -53,7 +53,6 @@ from ._bridge import (
 )
 from .client import Client, in_library_code
 from .contexts import current_state
-from .events import choose_distinct_id
 from .exceptions import snapshot_exception
 from .otlp import PendingLog, trace_context
 from .serialisation import as_text
@@ -221,10 +220,6 @@ class PostHogProcessor:
         if bound:
             entry = {**bound, **event_dict}
         attributes, distinct_id, _ = split_properties(entry, self._not_properties)
-        context = stamped_context(event_dict) or current_state()
-        person = choose_distinct_id(distinct_id, context)  # an explicit one, as for events
-        if person != context.distinct_id:
-            context = dataclasses.replace(context, distinct_id=person)
         exception = exception_of(exc_info) if exc_info else None
         thread = threading.current_thread()
         self.client.capture_log(
@@ -235,7 +230,7 @@ class PostHogProcessor:
                 body=as_text(event_dict.get("event", "")),
                 attributes=attributes,
                 logger_name=_logger_name(logger, event_dict),
-                context=context,
+                context=line_context(event_dict, distinct_id),
                 code=_callsite(event_dict),
                 thread=(thread.ident, thread.name),
                 trace=trace_context(),
