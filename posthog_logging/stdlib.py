@@ -89,8 +89,8 @@ class ContextFilter(logging.Filter):
     """Stamp records with the current context; never rejects a record.
 
     Adds ``posthog_distinct_id``, ``posthog_session_id`` and ``posthog_tags`` (None
-    when unset), and ``posthog_trace``: the active OpenTelemetry span's ids, for log
-    lines. Attach it where records are made (on the ``QueueHandler``, or on the loggers)
+    when unset), and, inside an active OpenTelemetry span, ``posthog_trace`` (its ids,
+    for log lines). Attach it where records are made (on the ``QueueHandler``, or on the loggers)
     so the stamp describes the code that logged, not the thread that handles.
 
     A record that carries the event marker also gets ``posthog_event_name`` (its message
@@ -119,7 +119,9 @@ class ContextFilter(logging.Filter):
             d["posthog_distinct_id"] = state.distinct_id
             d["posthog_session_id"] = state.session_id
             d["posthog_tags"] = dict(state.tags) if state.tags else None
-            d["posthog_trace"] = trace_context()  # the span where the line was logged
+            trace = trace_context()
+            if trace is not None:  # the span where the line was logged, if any
+                d["posthog_trace"] = trace
         marker = d.get(self.event_key)
         if marker is True and "posthog_event_name" not in d:
             d["posthog_event_name"] = str(record.msg)
@@ -280,7 +282,11 @@ class PostHogHandler(logging.Handler):
     def _emit(self, record: logging.LogRecord) -> None:
         d = record.__dict__
         if type(record.msg) is dict and "_logger" in d:
-            return self._emit_structlog(record, record.msg)
+            if self._structlog_entry_to_send(record):
+                self._emit_structlog(record, record.msg)
+            if record.levelno >= self._logs_threshold:
+                self._emit_structlog_line(record, record.msg)
+            return
         if d.get(self.event_key) or (
             record.levelno >= self.exception_level
             and (record.exc_info or d.get("posthog_exception"))
@@ -307,8 +313,28 @@ class PostHogHandler(logging.Handler):
                 context=line_context(d, distinct_id),
                 code=(record.pathname, record.lineno, record.funcName),
                 thread=(record.thread, record.threadName),
-                trace=d["posthog_trace"] if "posthog_trace" in d else trace_context(),
+                trace=_trace_of(d),
                 exception=snapshot,
+            )
+        )
+
+    def _emit_structlog_line(self, record: logging.LogRecord, entry: dict[str, Any]) -> None:
+        """An entry structlog wrapped for logging, as a line for PostHog Logs."""
+        properties, distinct_id, _ = split_properties(entry, self._not_structlog_properties)
+        exception = exception_of(entry.get("exc_info"))
+        self.client.capture_log(
+            PendingLog(
+                time=record.created,
+                levelno=record.levelno,
+                level_name=record.levelname,
+                body=as_text(entry.get("event", "")),
+                attributes=properties,
+                logger_name=record.name,
+                context=line_context(entry, distinct_id),
+                code=(record.pathname, record.lineno, record.funcName),
+                thread=(record.thread, record.threadName),
+                trace=_trace_of(record.__dict__),
+                exception=None if exception is None else snapshot_exception(exception),
             )
         )
 
@@ -393,6 +419,15 @@ class PostHogHandler(logging.Handler):
                 self._client.shutdown()
         finally:
             super().close()
+
+
+def _trace_of(d: dict[str, Any]) -> tuple[str, str, int] | None:
+    """The span a record was logged in: stamped by ContextFilter where it was made (no
+    stamp there: no span), else the one active here."""
+    if "posthog_trace" in d:
+        trace: tuple[str, str, int] = d["posthog_trace"]
+        return trace
+    return None if "posthog_tags" in d else trace_context()
 
 
 def _message(record: logging.LogRecord) -> str:

@@ -1335,6 +1335,51 @@ class TestLogLines:
             "page_viewed",
         ]
 
+    def test_structlog_over_stdlib_lines_come_from_the_handler(
+        self,
+        server: LocalServer,
+        make_client: Callable[..., Client],
+        attach: Callable[..., logging.Logger],
+    ) -> None:
+        """structlog on top of logging, with logs_level on the PostHogHandler: every entry
+        at or above it is a line (keys as attributes, the person and session of the
+        context), and marked entries are events as before."""
+        client = make_client()
+        name = unique_name()
+        attach(PostHogHandler(client=client, logs_level="INFO"), name=name)
+        stdlib_over_structlog(
+            [
+                structlog.contextvars.merge_contextvars,
+                merge_posthog_context,
+                structlog.stdlib.add_log_level,
+                PostHogProcessor(client=client),
+            ]
+        )
+        log = structlog.get_logger(name)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_wrapped")
+            posthog_logging.set_context_session("sess_wrapped")
+            log.debug("not a line")
+            log.info("cart updated", items=3)
+            log.info("page_viewed", capture=True, page="/")
+            try:
+                raise_value_error("wrapped failure")
+            except ValueError:
+                log.exception("checkout failed")
+        assert client.flush(10)
+        wait_until(lambda: len(server.store.logs()) >= 3, what="three lines")
+        lines = {line["body"]: line for line in server.store.logs()}
+        assert set(lines) == {"cart updated", "page_viewed", "checkout failed"}
+        cart = lines["cart updated"]
+        assert (cart["distinct_id"], cart["session_id"]) == ("user_wrapped", "sess_wrapped")
+        assert cart["attributes"]["items"] == 3
+        assert "posthog_distinct_id" not in cart["attributes"]
+        assert lines["checkout failed"]["attributes"]["exception.type"] == "ValueError"
+        assert sorted(e["event"] for e in delivered(client, server, 2)) == [
+            "$exception",
+            "page_viewed",
+        ]
+
     def test_no_lines_without_logs_level(
         self, server: LocalServer, make_client: Callable[..., Client]
     ) -> None:
