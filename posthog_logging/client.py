@@ -349,6 +349,7 @@ class Client:
         self._last_seal = time.monotonic()
         self._taken = 0  # the event the sender has taken from the queue and is building
         self._memory_events = 0  # built events in memory (backlog and open batch)
+        self._last_size = 0  # the size of the last event built: what the next may need
         self._memory_bytes = 0
         self._stopping = False
         self._healthy = True  # the last request was answered (not a retryable failure)
@@ -795,7 +796,7 @@ class Client:
         waits on the network without the GIL) lets the threads that log run meanwhile.
         """
         queue = self._queue
-        taken = 0
+        taken = refused = 0
         try:
             for _ in range(limit):
                 try:
@@ -804,6 +805,11 @@ class Client:
                     return
                 if type(item) is PendingEvent or type(item) is PendingLog:
                     taken += 1
+                    if self._memory_bytes + self._last_size > self.max_queue_bytes:
+                        # Memory is full (an outage without a spool): an event built now
+                        # would be refused by the bound; refuse it without building it.
+                        refused += 1
+                        continue
                     self._taken = 1  # still counted against max_queue_size while it is built
                     built = self._build_item(item)
                     self._taken = 0
@@ -821,6 +827,9 @@ class Client:
             if taken:
                 with self._stats_lock:
                     self._dequeued += taken
+            if refused:
+                message = "the queue is full (max_queue_bytes); events dropped"
+                self._drop("queue_full", message, count=refused)
 
     def _add(self, payload: bytes, kind: str = EVENTS) -> bool:
         """Put an event (or a log line) in the batch being filled for its kind; True when
@@ -842,6 +851,7 @@ class Client:
         self._open_size[kind] += size
         self._memory_events += 1
         self._memory_bytes += size
+        self._last_size = size
         # While a request is in flight the batch grows past flush_at (up to its bytes
         # limit): under load, batches grow with it, and each request carries more.
         if len(filling) >= self.flush_at and not self._posting:

@@ -530,6 +530,35 @@ class TestBoundedMemory:
         assert stats.pending * 10_000 <= 200_000
         client.shutdown(0.2)
 
+    def test_full_memory_refuses_events_without_building_them(
+        self,
+        make_client: Callable[..., Client],
+        server: LocalServer,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Once built events fill max_queue_bytes, the next ones are refused (counted as
+        queue_full) without the sender spending time building them."""
+        server.down()
+        client = make_client(max_queue_bytes=200_000, max_retries=50)
+        builds = 0
+        build = client._builder.build
+
+        def counting_build(pending: Any) -> Any:
+            nonlocal builds
+            builds += 1
+            return build(pending)
+
+        monkeypatch.setattr(client._builder, "build", counting_build)
+        blob = "x" * 10_000
+        for i in range(200):
+            assert client.capture("upload", {"i": i, "blob": blob}, distinct_id="u1")
+        wait_until(lambda: not client._queue, what="the sender to take every event")
+        stats = client.stats
+        assert stats.pending + stats.dropped["queue_full"] == 200
+        assert stats.pending <= 20  # what fits in 200 kB
+        assert builds <= stats.pending + 2  # the refused ones were never built
+        client.shutdown(0.2)
+
     def test_queue_full_warned_once(
         self,
         make_client: Callable[..., Client],
