@@ -125,6 +125,8 @@ class LogBuilder:
         self._redactor = redactor or Redactor(())
 
     def build(self, pending: PendingLog) -> bytes:
+        """The line as one ``LogRecord`` in OTLP's JSON encoding, UTF-8. Attribute values
+        of any type are made JSON-safe first (:func:`to_jsonable`), secrets filtered."""
         nanos = str(int(pending.time * 1e9))
         body = pending.body
         if len(body) > MAX_LOG_BODY_LENGTH:
