@@ -12,6 +12,12 @@ from typing import Any
 
 import pytest
 
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+#: These tests fork a process that runs threads (a sender, a server) on purpose.
+fork_with_threads = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
 
 def wait_child(pid: int, timeout: float) -> int:
     """The exit code of forked child ``pid``; kill it and fail if it outlives ``timeout``."""

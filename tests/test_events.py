@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 import uuid
 from types import MappingProxyType
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +18,7 @@ from posthog_logging.contexts import ContextState
 from posthog_logging.events import EventBuilder, PendingEvent, uuid7
 from posthog_logging.serialisation import DEFAULT_REDACT_KEYS, Redactor, dumps, plain_json
 
-from .forking import run_in_fork
+from .forking import fork_with_threads, needs_fork, run_in_fork
 
 # Keys that collide with the layers above and below an event's own properties.
 KEYS = st.one_of(
@@ -160,7 +158,8 @@ class TestUuid7:
         every = [u for m in made for u in m]
         assert len(set(every)) == len(every) == 200_000
 
-    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    @needs_fork
+    @fork_with_threads
     def test_a_forked_child_makes_other_uuids(self) -> None:
         """A child made by fork does not repeat the uuids its parent goes on to make."""
         uuid7(1.0)  # the parent's pool is in use when it forks

@@ -32,13 +32,7 @@ from posthog_logging.server import LocalServer
 
 from . import _process_workers as workers
 from .conftest import API_KEY
-from .forking import run_in_fork
-
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-fork_with_threads = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded:DeprecationWarning"
-)
-
+from .forking import fork_with_threads, needs_fork, run_in_fork
 
 # -- helpers ------------------------------------------------------------------------------
 

@@ -31,16 +31,12 @@ from posthog_logging.server import Fault, LocalServer
 from posthog_logging.spool import Spool, SpoolStats, _frame, _parse
 
 from .conftest import API_KEY
-from .forking import run_in_fork
+from .forking import fork_with_threads, needs_fork, run_in_fork
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the spool locks with flock")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SEGMENT_NAME = re.compile(r"events-[0-9a-f]{16}-\d{20}-(\d+)-\d+\.spool")
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-fork_with_threads = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded:DeprecationWarning"
-)
 
 
 # -- helpers ------------------------------------------------------------------------------
