@@ -302,18 +302,32 @@ class PostHogHandler(logging.Handler):
         snapshot = d.get("posthog_exception") or None
         if snapshot is None and exc_info and exc_info[1] is not None:
             snapshot = snapshot_exception(exc_info[1])
+        body = d.get("posthog_message") or _message(record)
+        self._send_line(record, d, body, properties, distinct_id, snapshot)
+
+    def _send_line(
+        self,
+        record: logging.LogRecord,
+        entry: dict[str, Any],
+        body: str,
+        attributes: dict[str, Any] | None,
+        distinct_id: Any,
+        snapshot: tuple[Any, ...] | None,
+    ) -> None:
+        """Queue a line: what the record says of where and when, with ``entry``'s
+        context (stamped where it was logged, or the current one)."""
         self.client.capture_log(
             PendingLog(
                 time=record.created,
                 levelno=record.levelno,
                 level_name=record.levelname,
-                body=d.get("posthog_message") or _message(record),
-                attributes=properties,
+                body=body,
+                attributes=attributes,
                 logger_name=record.name,
-                context=line_context(d, distinct_id),
+                context=line_context(entry, distinct_id),
                 code=(record.pathname, record.lineno, record.funcName),
                 thread=(record.thread, record.threadName),
-                trace=_trace_of(d),
+                trace=_trace_of(record.__dict__),
                 exception=snapshot,
             )
         )
@@ -322,21 +336,9 @@ class PostHogHandler(logging.Handler):
         """An entry structlog wrapped for logging, as a line for PostHog Logs."""
         properties, distinct_id, _ = split_properties(entry, self._not_structlog_properties)
         exception = exception_of(entry.get("exc_info"))
-        self.client.capture_log(
-            PendingLog(
-                time=record.created,
-                levelno=record.levelno,
-                level_name=record.levelname,
-                body=as_text(entry.get("event", "")),
-                attributes=properties,
-                logger_name=record.name,
-                context=line_context(entry, distinct_id),
-                code=(record.pathname, record.lineno, record.funcName),
-                thread=(record.thread, record.threadName),
-                trace=_trace_of(record.__dict__),
-                exception=None if exception is None else snapshot_exception(exception),
-            )
-        )
+        snapshot = None if exception is None else snapshot_exception(exception)
+        body = as_text(entry.get("event", ""))
+        self._send_line(record, entry, body, properties, distinct_id, snapshot)
 
     def _emit_record(self, record: logging.LogRecord, d: dict[str, Any]) -> None:
         """The record as an event and an ``$exception`` event, as far as it is either."""
