@@ -231,8 +231,18 @@ def wait_rows(
     driver: Chrome, condition: Callable[[list[dict[str, str]]], bool], what: str
 ) -> list[dict[str, str]]:
     """Wait until the rows shown satisfy ``condition`` and return them."""
+    return wait_shown(driver, shown, condition, what)
+
+
+def wait_shown(
+    driver: Chrome,
+    read: Callable[[Chrome], list[dict[str, str]]],
+    condition: Callable[[list[dict[str, str]]], bool],
+    what: str,
+) -> list[dict[str, str]]:
+    """Wait until what ``read`` finds on the page satisfies ``condition``; return it."""
     found: list[dict[str, str]] = wait_for(
-        driver, lambda d: (rows := shown(d)) and condition(rows) and rows, what
+        driver, lambda d: (rows := read(d)) and condition(rows) and rows, what
     )
     return found
 
@@ -247,10 +257,7 @@ def wait_lines(
     driver: Chrome, condition: Callable[[list[dict[str, str]]], bool], what: str
 ) -> list[dict[str, str]]:
     """Wait until the log lines shown satisfy ``condition`` and return them."""
-    found: list[dict[str, str]] = wait_for(
-        driver, lambda d: (lines := shown_lines(d)) and condition(lines) and lines, what
-    )
-    return found
+    return wait_shown(driver, shown_lines, condition, what)
 
 
 Tables = tuple[list[dict[str, str]], list[dict[str, str]]]
