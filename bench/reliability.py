@@ -9,7 +9,11 @@ server's fault injection, and prints four markdown tables:
 2. an outage across a process restart with the spool on: events lost and duplicated;
 3. how long ``shutdown()`` takes with the server down, failing or stalled, against its
    deadline, with and without a spool;
-4. resident memory of a process capturing 1,000,000 events while the server is down.
+4. resident memory of a process capturing 1,000,000 events while the server is down;
+5. hostile conditions: signals and finalisers that log, servers that redirect, drip,
+   send huge bodies or never answer, a spool on a file system that fills up or turns
+   read-only (those two need root, to mount a tmpfs; they are reported as skipped
+   otherwise).
 
 ``--write-docs`` replaces the figures in docs/reliability.md (between the
 ``<!-- figures -->`` markers) with this run's. ``--quick`` runs smaller sizes.
@@ -21,12 +25,16 @@ import argparse
 import datetime as dt
 import email.utils
 import json
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +43,12 @@ from posthog_logging import Client
 from posthog_logging.server import Fault, LocalServer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from _report import machine, table, write_between_markers
+
+# The hostile conditions are the test suite's own (tests/test_hostile.py), measured here.
+from tests import rawhttp
+from tests.test_hostile import FINALISERS, SIGNAL_WHILE_READING_STATS, SIGNALS
 
 KEY = "phc_reliability_figures"
 
@@ -307,6 +320,237 @@ def memory_outage(data: pathlib.Path, n: int, paced: int, rate: int) -> list[dic
     return rows
 
 
+# -- 5. hostile conditions ------------------------------------------------------------------
+
+
+def run_json(source: str, *args: str, timeout: float = 120) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+HUGE_BODY = """
+import json, sys
+from posthog_logging import Client
+
+def peak():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) * 1024
+
+client = Client("phc_reliability", host=sys.argv[1], max_retries=0)
+client.capture("warm up", distinct_id="u")  # the HTTP stack's own memory, before the peak
+client.flush(10)
+before = peak()
+client.capture("e", distinct_id="u")
+client.flush(60)
+client.shutdown(2)
+print(json.dumps({"growth": peak() - before, "failed": client.stats.failed}))
+"""
+
+
+def can_mount() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+def tmpfs(point: pathlib.Path, size: str) -> None:
+    point.mkdir(mode=0o700)
+    options = f"size={size},mode=0700"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], check=True)
+
+
+def spool_while_down(server: LocalServer, spool: pathlib.Path, n: int) -> Client:
+    server.down()
+    client = Client(KEY, host=server.url, spool_dir=spool, spool_max_bytes=64 << 20)
+    for i in range(n):
+        client.capture("spooled", {"i": i, "pad": "x" * 200}, distinct_id="u")
+    client.shutdown(2)
+    return client
+
+
+def hostile(data: pathlib.Path) -> list[dict[str, Any]]:
+    """Each condition once: what happened, and whether every event was accounted for."""
+    rows: list[dict[str, Any]] = []
+
+    def row(condition: str, outcome: str, accounted: bool | None, seconds: float) -> None:
+        rows.append(
+            {
+                "condition": condition,
+                "outcome": outcome,
+                "every event sent or counted": "-" if accounted is None else accounted,
+                "seconds": round(seconds, 2),
+            }
+        )
+
+    start = time.monotonic()
+    with rawhttp.RawServer(rawhttp.never_answer) as stalled:
+        result = run_json(SIGNAL_WHILE_READING_STATS, stalled.url)
+    calls, dropped = result["calls"], result["dropped"]
+    row(
+        "SIGALRM every 0.3 ms logs and reads `stats` while the main thread reads `stats` "
+        "(queue full) for 1.5 s",
+        f"no deadlock; {calls} handler calls, each drop counted",
+        dropped.get("queue_full") == calls + result["dropped_filling"],
+        time.monotonic() - start,
+    )
+    for label, script, name in (
+        ("20,000 finalisers (cyclic GC) log an event", FINALISERS, "from_del"),
+        ("SIGALRM every 0.2 ms logs an event during 20,000 log calls", SIGNALS, "from_signal"),
+    ):
+        with LocalServer(data_dir=data / f"h{len(rows)}") as server:
+            start = time.monotonic()
+            result = run_json(script, server.url)
+            logged = result.get("logged", result.get("calls", 0))
+            poll(lambda: server.store.count() >= logged + result["work"], 10)  # noqa: B023
+            stored = len(server.events(event=name))
+            lost = sum(result["dropped"].values())
+            counted = ", ".join(f"{v} {k}" for k, v in result["dropped"].items()) or "none"
+            row(
+                label,
+                f"{stored:,} of {logged:,} stored; counted: {counted}",
+                stored + lost == logged,
+                time.monotonic() - start,
+            )
+    for status in (302, 307):
+        with rawhttp.RawServer(rawhttp.ok) as elsewhere:
+            redirect = rawhttp.answer(status, "Moved", {"Location": elsewhere.url + "/batch/"})
+            with rawhttp.RawServer(redirect) as origin:
+                start = time.monotonic()
+                client = Client(KEY, host=origin.url, max_retries=3)
+                client.capture("e", distinct_id="u")
+                client.flush(5)
+                client.shutdown(2)
+            stats = client.stats
+            row(
+                f"{status} to another host",
+                f"{len(elsewhere.requests)} requests reached the other host; "
+                f"{stats.failed} failed, {stats.retried} retried",
+                stats.failed == 1,
+                time.monotonic() - start,
+            )
+    with rawhttp.RawServer(rawhttp.drip(0.5, headers_too=True)) as dripping:
+        client = Client(KEY, host=dripping.url, timeout=2.0, max_retries=0)
+        client.capture("e", distinct_id="u")
+        poll(lambda: bool(dripping.requests), 5)
+        start = time.monotonic()
+        poll(lambda: client.stats.failed == 1, 30)
+        took = time.monotonic() - start
+        client.shutdown(1)
+        row(
+            "headers a byte every 0.5 s, `timeout=2`",
+            f"request ended after {took:.2f} s; {client.stats.failed} failed",
+            client.stats.failed == 1,
+            took,
+        )
+    with rawhttp.RawServer(rawhttp.never_answer) as stalled:
+        client = Client(KEY, host=stalled.url, timeout=60)
+        client.capture("e", distinct_id="u")
+        poll(lambda: bool(stalled.requests), 5)
+        start = time.monotonic()
+        client.shutdown(1)
+        took = time.monotonic() - start
+        sender = client._thread
+        ended = poll(lambda: sender is None or not sender.is_alive(), 2)
+        row(
+            "`shutdown(1)` during a request that never gets an answer (`timeout=60`)",
+            f"shutdown took {took:.2f} s; the request and sender thread "
+            + ("ended" if ended else "lived on"),
+            client.stats.dropped_total == 1,
+            took,
+        )
+    with rawhttp.RawServer(rawhttp.huge_body(400, 300 << 20)) as huge:
+        start = time.monotonic()
+        result = run_json(HUGE_BODY, huge.url)
+        poll(lambda: len(huge.connections) >= 2 and huge.connections[-1].ended.is_set(), 10)
+        written = huge.connections[-1].bytes_sent
+        row(
+            "a 400 with a 300 MB body",
+            f"peak RSS grew {result['growth'] / 2**20:.1f} MB; the server wrote "
+            f"{written / 2**20:.1f} MB before the client closed",
+            result["failed"] == 2,  # the warm-up's and this one's
+            time.monotonic() - start,
+        )
+    with LocalServer(data_dir=data / "foreign") as server:
+        start = time.monotonic()
+        spool = data / "foreign-spool"
+        spool_while_down(server, spool, 20)
+        foreign = b'{"not": "an event"}'
+        (segment,) = spool.glob("*.spool")
+        with segment.open("ab") as file:
+            file.write(b"%08x %s\n" % (zlib.crc32(foreign), foreign))
+        server.up()
+        client = Client(KEY, host=server.url, spool_dir=spool)
+        poll(lambda: server.store.count() >= 20, 10)
+        client.shutdown(2)
+        refused = sum(1 for r in server.requests if r.status == 400)
+        row(
+            "a spooled line with a good checksum that is not an event",
+            f"{server.store.count()} of 20 delivered, {refused} answered 400; "
+            f"skipped: {client.stats.dropped.get('spool_corrupt', 0)}",
+            server.store.count() == 20,
+            time.monotonic() - start,
+        )
+    if not can_mount():
+        rows.append(
+            {
+                "condition": "spool on a full or read-only file system",
+                "outcome": "skipped: needs root to mount a tmpfs",
+                "every event sent or counted": "-",
+                "seconds": 0,
+            }
+        )
+        return rows
+    full = data / "full"
+    tmpfs(full, "256k")
+    try:
+        with LocalServer(data_dir=data / "full-server") as server:
+            start = time.monotonic()
+            first = spool_while_down(server, full, 1_500)
+            spooled, lost = first.stats.spooled, first.stats.dropped.get("spool_error", 0)
+            server.up()
+            again = Client(KEY, host=server.url, spool_dir=full)
+            poll(lambda: server.store.count() >= spooled, 10)
+            again.shutdown(2)
+            delivered = server.store.count()
+            row(
+                "the spool's file system (256 kB) fills up in a write",
+                f"{spooled} counted spooled, {lost} counted lost; {delivered} delivered later",
+                delivered == spooled and spooled + lost == 1_500,
+                time.monotonic() - start,
+            )
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=False)
+    readonly = data / "readonly"
+    tmpfs(readonly, "1m")
+    try:
+        with LocalServer(data_dir=data / "ro-server") as server:
+            start = time.monotonic()
+            spool_while_down(server, readonly, 300)
+            subprocess.run(["mount", "-o", "remount,ro", str(readonly)], check=True)
+            server.up()
+            client = Client(KEY, host=server.url, spool_dir=readonly)
+            poll(lambda: server.store.count() >= 300, 10)
+            client.capture("after", distinct_id="u")
+            client.flush(5)
+            poll(lambda: server.store.count() >= 301, 5)
+            client.shutdown(2)
+            row(
+                "the spool's file system turns read-only: sent segments cannot be deleted",
+                f"300 spooled events went out as {wire_events(server) - 1} on the wire",
+                wire_events(server) == 301,
+                time.monotonic() - start,
+            )
+    finally:
+        subprocess.run(["umount", "-l", str(readonly)], check=False)
+    return rows
+
+
 # -- output ---------------------------------------------------------------------------------
 
 
@@ -334,6 +578,8 @@ def main() -> int:
             results["memory"] = memory_outage(data / "memory", 100_000, 20_000, 10_000)
         else:
             results["memory"] = memory_outage(data / "memory", 1_000_000, 200_000, 10_000)
+        print("hostile conditions...", file=sys.stderr)
+        results["hostile"] = hostile(data / "hostile")
 
     sections = [
         f"Measured on {results['machine']}, {results['date']}, with "
@@ -347,6 +593,8 @@ def main() -> int:
         + table(results["shutdown"]),
         "**Memory during an outage** (server down the whole time, default bounds; a tight "
         "loop of captures, then a paced one):\n\n" + table(results["memory"]),
+        "**Hostile conditions** (each once; the scripts are those of "
+        "`tests/test_hostile.py`):\n\n" + table(results["hostile"]),
     ]
     text = "\n\n".join(sections)
     print(text)

@@ -19,7 +19,9 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
+import queue
 import random
 import sys
 import threading
@@ -27,7 +29,6 @@ import time
 import uuid as uuid_module
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -40,15 +41,17 @@ from .events import (
     PendingEvent,
     choose_distinct_id,
     format_timestamp,
+    is_wire_event,
     uuid7,
 )
 from .exceptions import InAppRules, mark_captured, snapshot_exception
-from .otlp import MAX_LOGS_BATCH_BYTES, LogBuilder, PendingLog
+from .otlp import MAX_LOGS_BATCH_BYTES, LogBuilder, PendingLog, is_wire_log_record
 from .serialisation import DEFAULT_REDACT_KEYS, Redactor
-from .spool import Segment, Spool, SpoolStats
+from .spool import Segment, Spool, SpoolStats, UnsafeSpoolDirectory
+from .stats import Counters, Stats
 from .transport import DEFAULT_HOST, EVENTS, LOGS, SendResult, Transport
 
-__all__ = ["Client", "Stats", "in_library_code"]
+__all__ = ["Client", "Stats", "in_finaliser", "in_library_code"]
 
 logger = logging.getLogger("posthog_logging")
 
@@ -95,6 +98,23 @@ def in_library_code() -> bool:
     return _local.active
 
 
+def in_finaliser(depth: int = 40) -> bool:
+    """True when a ``__del__`` method is among the callers (at most ``depth`` frames up).
+
+    The garbage collector runs finalisers on whichever thread happens to allocate, the
+    library's own included: what a finaliser logs there is the application's, not the
+    library's, and is sent (each object is finalised once: it cannot feed a loop).
+    """
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame.f_code.co_name == "__del__":
+            return True
+        if frame.f_back is None:
+            return False
+        frame = frame.f_back
+    return False
+
+
 class DeliveryError(Exception):
     """Passed to ``on_error`` when a batch could not be delivered."""
 
@@ -103,33 +123,34 @@ class DeliveryError(Exception):
         self.status = result.status
 
 
-@dataclass(frozen=True)
-class Stats:
-    """Counters since the client started (or since a fork, in a child process).
+class Doorbell:
+    """Wakes the sender. :meth:`ring` may be called from anywhere, a signal handler or a
+    finaliser included: :meth:`queue.SimpleQueue.put` is reentrant, where a
+    :class:`threading.Event` takes a lock the interrupted code may hold."""
 
-    ``enqueued`` counts events accepted by ``capture``; ``sent`` those the server
-    accepted; ``retried`` the requests sent again; ``failed`` events the server refused
-    or that ran out of retries; ``dropped`` events discarded before sending, by reason;
-    ``pending`` events still in memory; ``spooled`` events written to the disk spool and
-    ``replayed`` events from the spool that were then sent (they count in ``sent`` too).
-    Log lines for PostHog Logs count in all of these as events do; ``logs_sent`` is the
-    part of ``sent`` that were log lines.
-    """
+    __slots__ = ("_bell", "_rung")
 
-    enqueued: int
-    sent: int
-    retried: int
-    failed: int
-    dropped: Mapping[str, int] = field(default_factory=dict)
-    pending: int = 0
-    spooled: int = 0
-    replayed: int = 0
-    logs_sent: int = 0
+    def __init__(self) -> None:
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._rung = False
 
-    @property
-    def dropped_total(self) -> int:
-        """All dropped events, whatever the reason."""
-        return sum(self.dropped.values())
+    def ring(self) -> None:
+        """Wake the waiting thread (or the next wait returns at once)."""
+        if not self._rung:  # one token is enough; a race only adds a spare one
+            self._rung = True
+            self._bell.put(None)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until rung or ``timeout`` seconds; then take every token."""
+        bell = self._bell
+        with contextlib.suppress(queue.Empty):
+            bell.get(timeout=timeout)
+        self._rung = False
+        while True:
+            try:
+                bell.get_nowait()
+            except queue.Empty:
+                return
 
 
 class _FlushMarker:
@@ -266,12 +287,13 @@ class Client:
         if super_properties is not None and not isinstance(super_properties, Mapping):
             raise TypeError("super_properties must be a mapping")
 
+        # A key of only whitespace is no key (as in the official SDK), and so is sent never.
         api_key = (
-            api_key
-            or os.environ.get("POSTHOG_API_KEY")
-            or os.environ.get("POSTHOG_PROJECT_API_KEY")
+            (api_key or "").strip()
+            or os.environ.get("POSTHOG_API_KEY", "").strip()
+            or os.environ.get("POSTHOG_PROJECT_API_KEY", "").strip()
         )
-        self.api_key: str | None = api_key.strip() if api_key else None
+        self.api_key: str | None = api_key or None
         self.host: str = (host or os.environ.get("POSTHOG_HOST") or DEFAULT_HOST).rstrip("/")
         self.flush_at = flush_at
         self.flush_interval = float(flush_interval)
@@ -286,14 +308,16 @@ class Client:
         self.debug = debug
         self.shutdown_timeout = float(shutdown_timeout)
         self._on_error = on_error
+        self._reset_state()
         redactor = Redactor(redact_keys)
         self._builder = EventBuilder(
             super_properties=super_properties,
             redactor=redactor,
             before_send=before_send,
             in_app=InAppRules(tuple(in_app_include), tuple(in_app_exclude)),
+            on_collision=self._property_collision,
         )
-        self._log_builder = LogBuilder(redactor)
+        self._log_builder = LogBuilder(redactor, on_collision=self._property_collision)
         self._transport = Transport(
             self.host, self.api_key or "", gzip=gzip, timeout=timeout, service_name=service_name
         )
@@ -311,7 +335,6 @@ class Client:
                 "posthog_logging: no API key (pass api_key= or set POSTHOG_API_KEY); "
                 "nothing will be sent"
             )
-        self._reset_state()
         if self.api_key is None and not disabled:
             self._last_warning["no_api_key"] = time.monotonic()  # warned just above
         _clients.add(self)
@@ -323,8 +346,8 @@ class Client:
     def _reset_state(self) -> None:
         # Shared with callers: the queue, the wake-up event and the counters.
         self._queue: collections.deque[Any] = collections.deque()
-        self._wake = threading.Event()
-        self._stats_lock = threading.Lock()
+        self._wake = Doorbell()
+        self._counters = Counters()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._threads_refused = False
@@ -332,14 +355,6 @@ class Client:
         self._closed = False
         self._finished = threading.Event()  # the sender has stopped for good
         self._deadline: float | None = None  # monotonic; set by shutdown()
-        self._dequeued = 0
-        self._sent = 0
-        self._logs_sent = 0
-        self._retried = 0
-        self._failed = 0
-        self._spooled = 0
-        self._replayed = 0
-        self._dropped: dict[str, int] = {}
         self._last_warning: dict[str, float] = {}
         # The sender's own: built events in memory, in order.
         self._backlog: collections.deque[_Batch | _FlushMarker] = collections.deque()
@@ -347,7 +362,11 @@ class Client:
         self._open: dict[str, list[bytes]] = {EVENTS: [], LOGS: []}
         self._open_size: dict[str, int] = {EVENTS: 0, LOGS: 0}
         self._last_seal = time.monotonic()
-        self._taken = 0  # the event the sender has taken from the queue and is building
+        #: The event the sender has taken from the queue and is building.
+        self._taken: PendingEvent | PendingLog | None = None
+        #: Events the sender has taken from the queue (only the sender writes it; what
+        #: other threads take out is in the counters).
+        self._dequeued = 0
         self._memory_events = 0  # built events in memory (backlog and open batch)
         self._last_size = 0  # the size of the last event built: what the next may need
         self._memory_bytes = 0
@@ -382,21 +401,27 @@ class Client:
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters."""
-        with self._stats_lock:
-            not_dequeued = sum(
-                1 for item in list(self._queue) if isinstance(item, (PendingEvent, PendingLog))
-            )
-            return Stats(
-                enqueued=self._dequeued + not_dequeued,
-                sent=self._sent,
-                retried=self._retried,
-                failed=self._failed,
-                dropped=MappingProxyType(dict(self._dropped)),
-                pending=not_dequeued + self._memory_events,
-                spooled=self._spooled,
-                replayed=self._replayed,
-                logs_sent=self._logs_sent,
-            )
+        # Without walking the queue (it can hold 25,000 events): its length, less the
+        # flush and stop markers in it.
+        counts = self._counters.totals()
+        not_dequeued = max(0, len(self._queue) - counts.get("markers", 0))
+        dropped = {k[8:]: v for k, v in counts.items() if k.startswith("dropped:") and v}
+        properties = {
+            k[17:]: v for k, v in counts.items() if k.startswith("dropped_property:") and v
+        }
+        taken = self._dequeued + counts.get("dequeued", 0)
+        return Stats(
+            enqueued=taken + not_dequeued,
+            sent=counts.get("sent", 0),
+            retried=counts.get("retried", 0),
+            failed=counts.get("failed", 0),
+            dropped=MappingProxyType(dropped),
+            pending=not_dequeued + self._memory_events + (self._taken is not None),
+            spooled=counts.get("spooled", 0),
+            replayed=counts.get("replayed", 0),
+            logs_sent=counts.get("logs_sent", 0),
+            dropped_properties=MappingProxyType(properties),
+        )
 
     def capture(
         self,
@@ -411,7 +436,8 @@ class Client:
         """Queue an event. Returns its uuid, or None when it was dropped.
 
         Raises ``TypeError``/``ValueError`` only for programming errors: an event name
-        that is not a non-empty string, or properties that are not a mapping.
+        that is not a non-empty string, properties that are not a mapping, a
+        ``timestamp`` outside 1970 to 9999 or a ``uuid`` that is not one.
         """
         if not isinstance(event, str):
             raise TypeError(f"event must be a non-empty str, got {type(event).__name__}")
@@ -421,14 +447,7 @@ class Client:
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
-        if timestamp is not None and (
-            isinstance(timestamp, bool) or not isinstance(timestamp, (dt.datetime, int, float))
-        ):
-            raise TypeError(
-                f"timestamp must be a datetime or epoch seconds, got {type(timestamp).__name__}"
-            )
-        if timestamp is None:
-            timestamp = time.time()
+        timestamp = time.time() if timestamp is None else _checked_timestamp(timestamp)
         uuid = _checked_uuid(uuid) if uuid is not None else _uuid_for(timestamp)
         queued = self._capture(
             event,
@@ -530,10 +549,14 @@ class Client:
         deadline = time.monotonic() + timeout
         if not self._queue and not self._memory_events:
             return True
+        if _local.active:
+            self._warn_waiting_inside("flush")
+            return False
         marker = _FlushMarker()
+        self._counters.add("markers")  # the queue holds one more that is not an event
         self._queue.append(marker)
         if self._sender_alive():
-            self._wake.set()
+            self._wake.ring()
         else:
             self._run_inline(deadline, until=marker.done)
         return marker.done.wait(max(0.0, deadline - time.monotonic()))
@@ -555,9 +578,16 @@ class Client:
             self._spool_reserve = min(SPOOL_RESERVE, timeout / 10)
         if self._deadline is None or deadline < self._deadline:
             self._deadline = deadline
+        self._counters.add("markers")
         self._queue.append(_STOP)
+        if _local.active:
+            # From a hook the sender runs (on_error, before_send): the sender stops once
+            # the hook returns, and this thread must not wait for itself.
+            self._wake.ring()
+            self._warn_waiting_inside("shutdown")
+            return False
         if self._sender_alive():
-            self._wake.set()
+            self._wake.ring()
             self._finished.wait(max(0.0, deadline - time.monotonic()) + JOIN_GRACE)
         else:
             self._run_inline(deadline + JOIN_GRACE, until=self._finished)
@@ -566,8 +596,25 @@ class Client:
             # shutdown() was called, or in a hook that does not return. Account for
             # what it holds here rather than wait any longer.
             self._abandon()
-        self._transport.close()
+        self._transport.close()  # a request still in flight ends now (it is accounted for)
         return self._shutdown_ok
+
+    def _property_collision(self, where: str, keys: list[str]) -> None:
+        self._counters.add("dropped_property:duplicate_key", len(keys))
+        shown = ", ".join(repr(key) for key in keys[:5])
+        self._warn(
+            "duplicate_key",
+            f"{where} has keys that are the same text once made strings ({shown}): the "
+            "value under the string key is sent (else the first one), the other dropped",
+        )
+
+    def _warn_waiting_inside(self, method: str) -> None:
+        self._warn(
+            f"{method}_inside",
+            f"{method}() was called from inside the library (a hook such as on_error or "
+            "before_send, or a finaliser on its thread): it cannot wait for the sender "
+            "it runs on, and returned at once",
+        )
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -629,7 +676,7 @@ class Client:
         pending = PendingEvent(
             event, properties, distinct_id, state, timestamp, uuid, groups, exception
         )
-        return self._enqueue(pending)
+        return self._intake(pending)
 
     def capture_log(self, pending: PendingLog) -> bool:
         """Queue a log line for PostHog Logs (the logging bridges make ``pending``).
@@ -640,20 +687,35 @@ class Client:
             if self._closed:
                 self._drop("shutdown", "log line after shutdown(); not sent")
                 return False
-        return self._enqueue(pending)
+        return self._intake(pending)
+
+    def _intake(self, item: PendingEvent | PendingLog) -> bool:
+        """Queue ``item``. A bug of ours here never reaches the caller (as with the
+        official SDK): counted and logged with its traceback; raised with ``debug=True``."""
+        try:
+            return self._enqueue(item)
+        except Exception:
+            if self.debug:
+                raise
+            self._counters.add("dropped:intake_error")
+            now = time.monotonic()
+            if now - self._last_warning.get("intake_error", -60.0) >= 60.0:
+                self._last_warning["intake_error"] = now
+                logger.exception("posthog_logging: could not take an event (a bug); dropped")
+            return False
 
     def _enqueue(self, item: PendingEvent | PendingLog) -> bool:
         if self.sync_mode:
             return self._send_now(item)
         queue = self._queue
-        if len(queue) + self._taken >= self.max_queue_size:
+        if len(queue) + (self._taken is not None) >= self.max_queue_size:
             self._drop("queue_full", "the queue is full (max_queue_size); events dropped")
             return False
         queue.append(item)
         if self._thread is None and not self._threads_refused:
             self._start_sender()
-        if len(queue) >= self.flush_at and not self._wake.is_set():
-            self._wake.set()
+        if len(queue) >= self.flush_at:
+            self._wake.ring()
         return True
 
     def _send_now(self, item: PendingEvent | PendingLog) -> bool:
@@ -661,8 +723,7 @@ class Client:
         was_active = _local.active
         _local.active = True
         try:
-            with self._stats_lock:
-                self._dequeued += 1
+            self._counters.add("dequeued")
             built = self._build_item(item)
             if built is None:
                 return False
@@ -680,8 +741,7 @@ class Client:
             _local.active = was_active
 
     def _drop(self, reason: str, message: str, count: int = 1) -> None:
-        with self._stats_lock:
-            self._dropped[reason] = self._dropped.get(reason, 0) + count
+        self._counters.add("dropped:" + reason, count)
         self._warn(reason, message)
 
     def _warn(self, key: str, message: str, interval: float = 60.0) -> None:
@@ -691,12 +751,7 @@ class Client:
         if last is not None and now - last < interval:
             return
         self._last_warning[key] = now
-        was_active = _local.active
-        _local.active = True
-        try:
-            logger.warning("posthog_logging: %s", message)
-        finally:
-            _local.active = was_active
+        logger.warning("posthog_logging: %s", message)
 
     # -- the sender's side ---------------------------------------------------------------
 
@@ -705,7 +760,11 @@ class Client:
         return thread is not None and thread.is_alive()
 
     def _start_sender(self) -> None:
-        with self._start_lock:
+        # Not waited for: a signal handler or finaliser that captures while this thread
+        # is starting the sender would otherwise wait for itself.
+        if not self._start_lock.acquire(blocking=False):
+            return  # being started (or, here, about to be) already
+        try:
             if self._thread is not None or self._finished.is_set():
                 return
             thread = threading.Thread(target=self._run, name="posthog_logging.sender", daemon=True)
@@ -716,6 +775,8 @@ class Client:
                 self._threads_refused = True
                 return
             self._thread = thread
+        finally:
+            self._start_lock.release()
 
     def _run(self) -> None:
         _local.active = True
@@ -725,7 +786,6 @@ class Client:
             logger.exception("posthog_logging: could not read the spool")
         while True:
             self._wake.wait(self._wait_time())
-            self._wake.clear()
             if self._cycle():
                 return
 
@@ -796,7 +856,7 @@ class Client:
         waits on the network without the GIL) lets the threads that log run meanwhile.
         """
         queue = self._queue
-        taken = refused = 0
+        refused = 0
         try:
             for _ in range(limit):
                 try:
@@ -804,29 +864,32 @@ class Client:
                 except IndexError:
                     return
                 if type(item) is PendingEvent or type(item) is PendingLog:
-                    taken += 1
+                    # Counted one by one, as taken: if building never returns (a __str__
+                    # that hangs), shutdown() still accounts for everything.
+                    self._dequeued += 1
                     if self._memory_bytes + self._last_size > self.max_queue_bytes:
                         # Memory is full (an outage without a spool): an event built now
                         # would be refused by the bound; refuse it without building it.
                         refused += 1
                         continue
-                    self._taken = 1  # still counted against max_queue_size while it is built
+                    self._taken = item  # still counted against max_queue_size while built
                     built = self._build_item(item)
-                    self._taken = 0
+                    self._taken = None
+                    if self._finished.is_set():
+                        return  # shutdown() gave up on us meanwhile, and counted it
                     if built is not None and self._add(*built) and not whole:
                         head = self._backlog[0]
                         if not isinstance(head, _Batch) or head.not_before <= time.monotonic():
                             return
                 elif isinstance(item, _FlushMarker):
+                    self._counters.add("markers", -1)
                     self._seal()
                     self._backlog.append(item)
                 elif item is _STOP:
+                    self._counters.add("markers", -1)
                     self._seal()
                     self._stopping = True
         finally:
-            if taken:
-                with self._stats_lock:
-                    self._dequeued += taken
             if refused:
                 message = "the queue is full (max_queue_bytes); events dropped"
                 self._drop("queue_full", message, count=refused)
@@ -910,12 +973,12 @@ class Client:
         if result.ok:
             self._healthy = True
             batch.delivered = True
-            with self._stats_lock:
-                self._sent += len(batch.events)
-                if batch.kind == LOGS:
-                    self._logs_sent += len(batch.events)
-                if batch.replay is not None:
-                    self._replayed += len(batch.events)
+            counters = self._counters
+            counters.add("sent", len(batch.events))
+            if batch.kind == LOGS:
+                counters.add("logs_sent", len(batch.events))
+            if batch.replay is not None:
+                counters.add("replayed", len(batch.events))
             logger.debug("posthog_logging: sent %d events", len(batch.events))
             self._release(batch)
             return []
@@ -944,8 +1007,7 @@ class Client:
             else:
                 self._give_up(batch, "retries", result)
             return []
-        with self._stats_lock:
-            self._retried += 1
+        self._counters.add("retried")
         delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**batch.attempts))
         if result.retry_after is not None:
             delay = max(delay, min(result.retry_after, RETRY_AFTER_CAP))
@@ -1026,12 +1088,11 @@ class Client:
         if replay is not None:
             replay.outstanding -= 1
             if replay.outstanding == 0 and not replay.given_back:
-                replay.segment.remove()
+                self._remove_segment(replay.segment)
 
     def _give_up(self, batch: _Batch, why: str, result: SendResult) -> None:
         self._release(batch)
-        with self._stats_lock:
-            self._failed += len(batch.events)
+        self._counters.add("failed", len(batch.events))
         if why == "retries":
             message = (
                 f"{len(batch.events)} events not sent after {self.max_retries} retries: "
@@ -1081,8 +1142,7 @@ class Client:
         self._count_spool(outcome, written=len(batch.events) - outcome.refused)
 
     def _count_spool(self, outcome: SpoolStats, written: int = 0) -> None:
-        with self._stats_lock:
-            self._spooled += written
+        self._counters.add("spooled", written)
         if lost := outcome.dropped_full + outcome.refused:
             self._drop(
                 "spool_full",
@@ -1092,7 +1152,7 @@ class Client:
         if outcome.corrupt:
             self._drop(
                 "spool_corrupt",
-                f"{outcome.corrupt} damaged lines skipped in the spool (a torn write?)",
+                f"{outcome.corrupt} damaged or foreign lines skipped in the spool (a torn write?)",
                 count=outcome.corrupt,
             )
 
@@ -1111,22 +1171,32 @@ class Client:
         if not self._healthy:
             self._next_spool_check = now + SPOOL_CHECK_INTERVAL
         outcome = SpoolStats()
-        segment = spool.claim(outcome)
-        if segment is None and spool.writing:
-            spool.close()  # what we spooled ourselves becomes sendable
+        try:
             segment = spool.claim(outcome)
+            if segment is None and spool.writing:
+                spool.close()  # what we spooled ourselves becomes sendable
+                segment = spool.claim(outcome)
+        except UnsafeSpoolDirectory as exc:  # made unsafe since: read nothing from it
+            self._warn("spool_unsafe", f"{exc}; nothing is read from it")
+            self._next_spool_check = now + SPOOL_CHECK_INTERVAL
+            return
         self._count_spool(outcome)
         if segment is None:
             self._next_spool_check = now + SPOOL_CHECK_INTERVAL
             return
-        if not segment.events:
-            segment.remove()
+        events = [line for line in segment.events if not line.startswith(_LOG_LINE)]
+        logs = [line[1:] for line in segment.events if line.startswith(_LOG_LINE)]
+        # Lines that pass their checksum but are not what we write (written by something
+        # else, or by a version of ours that wrote another format) would sink the batch.
+        events = [line for line in events if is_wire_event(line)]
+        logs = [line for line in logs if is_wire_log_record(line)]
+        if invalid := len(segment.events) - len(events) - len(logs):
+            self._count_spool(SpoolStats(corrupt=invalid))
+        if not events and not logs:
+            self._remove_segment(segment)
             return
         batches: list[_Batch] = []
         replay = _Replay(segment, 0)
-        lines = [line for line in segment.events if line.startswith(_LOG_LINE)]
-        events = [line for line in segment.events if not line.startswith(_LOG_LINE)]
-        logs = [line[len(_LOG_LINE) :] for line in lines]
         for kind, items, limit in (
             (EVENTS, events, MAX_BATCH_BYTES),
             (LOGS, logs, MAX_LOGS_BATCH_BYTES),
@@ -1149,7 +1219,18 @@ class Client:
             self._backlog.extendleft(reversed(batches))
         else:
             self._backlog.extend(batches)
-        self._wake.set()
+        self._wake.ring()
+
+    def _remove_segment(self, segment: Segment) -> None:
+        """A replayed segment is done with: delete it, or make sure it is not sent again."""
+        assert self._spool is not None
+        if not self._spool.remove(segment):
+            self._warn(
+                "spool_undeletable",
+                f"could not delete the sent spool file {str(segment.path)!r} "
+                f"({segment.undeletable}); it was emptied if it could be, and will not be "
+                "sent again by this process: delete it by hand",
+            )
 
     def _give_back(self, replay: _Replay) -> None:
         """Put a segment being replayed back on disk, whole; forget its batches here."""
@@ -1181,10 +1262,11 @@ class Client:
         while self._queue:
             item = self._queue.popleft()
             if isinstance(item, (PendingEvent, PendingLog)):
-                with self._stats_lock:
-                    self._dequeued += 1
+                self._counters.add("dequeued")
                 lost += 1
-            elif isinstance(item, _FlushMarker):
+                continue
+            self._counters.add("markers", -1)
+            if isinstance(item, _FlushMarker):
                 item.done.set()
         self._seal()
         leftover = [item for item in self._backlog if isinstance(item, _Batch)]
@@ -1245,10 +1327,14 @@ class Client:
             item = self._queue.popleft()
             if isinstance(item, (PendingEvent, PendingLog)):
                 pending.append(item)
-            elif isinstance(item, _FlushMarker):
+                continue
+            self._counters.add("markers", -1)
+            if isinstance(item, _FlushMarker):
                 markers.append(item)
-        with self._stats_lock:
-            self._dequeued += len(pending)
+        self._counters.add("dequeued", len(pending))
+        stuck, self._taken = self._taken, None
+        if stuck is not None:  # its building never returned (a __str__ that hangs?)
+            self._drop("shutdown_timeout", "an event still being built at the deadline")
         try:
             self._account_abandoned(batches, pending)
         finally:
@@ -1291,9 +1377,8 @@ class Client:
     def _late_answer(self, batch: _Batch, result: SendResult) -> None:
         """A request answered after shutdown() gave up on it: correct the counters."""
         if result.ok and batch.counted_lost:
-            with self._stats_lock:
-                self._sent += len(batch.events)
-                self._dropped["shutdown_timeout"] -= len(batch.events)
+            self._counters.add("sent", len(batch.events))
+            self._counters.add("dropped:shutdown_timeout", -len(batch.events))
 
 
 class _NoTags:
@@ -1311,6 +1396,28 @@ def _without_tags(state: Any) -> Any:
 
 def _uuid_for(timestamp: dt.datetime | float) -> str:
     return uuid7(timestamp if type(timestamp) is float else None)
+
+
+#: 10000-01-01T00:00:00Z: past it a time has no four-digit year in ISO 8601.
+_END_OF_TIME = 253_402_300_800.0
+
+
+def _checked_timestamp(value: Any) -> dt.datetime | float:
+    """A timestamp given to capture(), checked: a time PostHog and a uuid7 can carry."""
+    if isinstance(value, bool) or not isinstance(value, (dt.datetime, int, float)):
+        raise TypeError(
+            f"timestamp must be a datetime or epoch seconds, got {type(value).__name__}"
+        )
+    try:
+        seconds = value.timestamp() if isinstance(value, dt.datetime) else float(value)
+    except (OverflowError, ValueError, OSError):  # past a float, or past what the OS knows
+        seconds = math.nan
+    if not 0.0 <= seconds < _END_OF_TIME:  # NaN fails here too
+        raise ValueError(
+            f"timestamp must be a time from 1970 to 9999 (a datetime or epoch seconds), "
+            f"got {value!r}"
+        )
+    return float(value) if type(value) is int else value
 
 
 def _checked_uuid(value: Any) -> str:

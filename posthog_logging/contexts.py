@@ -9,7 +9,11 @@ object. That one rule gives the isolation users expect:
   each other's identity;
 - each asyncio task runs in a *copy* of its parent's contextvars context, so a
   tag set inside a task never leaks back into the parent or into sibling tasks;
-- leaving a context restores the parent's state exactly (``ContextVar.reset``).
+- leaving a context restores the parent's state exactly (``ContextVar.reset``);
+- a forked child process starts outside any context, as with the official SDK: the
+  identity of the request its parent was serving is not the child's. (The child gets a
+  new ``ContextVar``, so every context it inherited reads as empty, and leaving one that
+  was entered before the fork restores nothing.)
 
 This module knows nothing about HTTP or logging. Exceptions leaving a context are
 handed to a callback that the package installs (:func:`set_exception_hook`).
@@ -22,6 +26,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
@@ -60,9 +65,22 @@ class ContextState:
 
 
 _ROOT = ContextState()
-_state: contextvars.ContextVar[ContextState] = contextvars.ContextVar(
-    "posthog_logging_context", default=_ROOT
-)
+
+
+def _new_state_var() -> contextvars.ContextVar[ContextState]:
+    return contextvars.ContextVar("posthog_logging_context", default=_ROOT)
+
+
+_state = _new_state_var()
+
+
+def _forget_after_fork() -> None:
+    global _state
+    _state = _new_state_var()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 ExceptionHook = Callable[[BaseException], object]
 _exception_hook: ExceptionHook | None = None
@@ -183,6 +201,8 @@ class new_context:
                 logger.debug("capturing an exception leaving a context failed", exc_info=True)
         token, parent = self._token, self._parent
         self._token = self._parent = None
+        if token.var is not _state:
+            return  # entered before this process was forked: the child has no such context
         try:
             _state.reset(token)
         except ValueError:
@@ -210,9 +230,9 @@ class restored:
         return self._state
 
     def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            _state.reset(self._token)
-            self._token = None
+        token, self._token = self._token, None
+        if token is not None and token.var is _state:
+            _state.reset(token)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -9,12 +9,12 @@ properties, making them JSON-safe, redacting secrets, exception source context,
 Property precedence, lowest first (a later layer overwrites an earlier one):
 
 1. library defaults: ``$python_version``, ``$python_runtime``, ``$os``, ``$os_version``,
-   ``$geoip_disable``, ``$is_server``;
+   ``$geoip_disable``;
 2. the client's ``super_properties``;
 3. the context's tags;
 4. ``$session_id`` from the context;
 5. the properties given to the call (a ``$session_id`` given here wins over the context's);
-6. what the library owns and no one overrides: ``$lib``, ``$lib_version``,
+6. what the library owns and no one overrides: ``$lib``, ``$lib_version``, ``$is_server``,
    ``$groups`` from the ``groups`` argument, ``$process_person_profile: false`` for
    personless events, and ``$exception_list``/``$exception_level``/``$exception_source``.
 
@@ -25,6 +25,7 @@ personless event (:func:`choose_distinct_id`).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ import platform
 import sys
 import threading
 import time
+import uuid as uuid_module
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,7 @@ __all__ = [
     "PendingEvent",
     "choose_distinct_id",
     "format_timestamp",
+    "is_wire_event",
     "uuid7",
 ]
 
@@ -149,6 +152,25 @@ def choose_distinct_id(explicit: Any, context: ContextState) -> str | None:
     return context.distinct_id
 
 
+def is_wire_event(line: bytes) -> bool:
+    """Whether ``line`` is an event as :class:`EventBuilder` writes it (a spooled line is
+    checked again before it is sent: one that is not an event would sink its batch)."""
+    try:
+        data = json.loads(line)
+        uuid_module.UUID(data["uuid"])
+    except (ValueError, TypeError, KeyError):
+        return False
+    return (
+        type(data) is dict
+        and isinstance(data.get("event"), str)
+        and bool(data["event"])
+        and isinstance(data.get("distinct_id"), str)
+        and bool(data["distinct_id"])
+        and isinstance(data.get("properties"), dict)
+        and isinstance(data.get("timestamp"), str)
+    )
+
+
 @dataclass(frozen=True)
 class ExceptionInfo:
     """What an ``$exception`` event needs beyond a plain event."""
@@ -201,7 +223,6 @@ def _library_defaults() -> dict[str, Any]:
         ),
         "$os_version": platform.release(),
         "$geoip_disable": True,
-        "$is_server": True,
     }
 
 
@@ -238,6 +259,7 @@ class EventBuilder:
         redactor: Redactor | None = None,
         before_send: BeforeSend | None = None,
         in_app: InAppRules | None = None,
+        on_collision: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         self._defaults = _library_defaults()
         self._super = dict(super_properties or {})
@@ -248,8 +270,13 @@ class EventBuilder:
         # The layers that are the same for every event, made JSON-safe once, and as
         # JSON text (the members, without braces) to splice into each event; with them
         # what the library owns, which only the slow path has to put last.
-        self._constant = to_jsonable({**self._defaults, **self._super}, redactor=self._redactor)
-        owned = {"$lib": LIB_NAME, "$lib_version": __version__}
+        self._collisions: list[str] = []  # keys given twice in what is being built
+        self._on_collision = on_collision
+        self._constant = to_jsonable(
+            {**self._defaults, **self._super}, redactor=self._redactor, collisions=self._collisions
+        )
+        self._report_collisions("super_properties")
+        owned = {"$lib": LIB_NAME, "$lib_version": __version__, "$is_server": True}
         self._constant_keys = frozenset(self._constant) | owned.keys()
         self._constant_json = dumps_text({**self._constant, **owned})[1:-1]
         self._last_context: tuple[ContextState | None, dict[str, Any], str | None] = (
@@ -273,6 +300,19 @@ class EventBuilder:
 
     def build(self, pending: PendingEvent) -> BuiltEvent:
         """Build the event; raise :class:`DroppedEvent` if it must not be sent."""
+        try:
+            return self._build(pending)
+        finally:
+            if self._collisions:
+                self._report_collisions(f"event {pending.event!r}")
+
+    def _report_collisions(self, where: str) -> None:
+        """Keys given twice (``1`` and ``"1"``) in what was just built: say so."""
+        keys, self._collisions[:] = sorted(set(self._collisions)), []
+        if keys and self._on_collision is not None:
+            self._on_collision(where, keys)
+
+    def _build(self, pending: PendingEvent) -> BuiltEvent:
         if self._before_send is None and pending.exception is None:
             built = self._build_fast(pending)
             if built is not None:
@@ -354,10 +394,16 @@ class EventBuilder:
         if context_json is None:
             return None
         props = pending.properties
-        own = to_jsonable(props, redactor=self._redactor) if props else {}
+        own = (
+            to_jsonable(props, redactor=self._redactor, collisions=self._collisions)
+            if props
+            else {}
+        )
         distinct_id = choose_distinct_id(pending.distinct_id, context)
         if pending.groups:
-            own["$groups"] = to_jsonable(pending.groups, redactor=self._redactor)
+            own["$groups"] = to_jsonable(
+                pending.groups, redactor=self._redactor, collisions=self._collisions
+            )
         if distinct_id is None:
             distinct_id = uuid
             own["$process_person_profile"] = False
@@ -458,6 +504,7 @@ class EventBuilder:
         distinct_id = choose_distinct_id(pending.distinct_id, context)
         clean["$lib"] = LIB_NAME
         clean["$lib_version"] = __version__
+        clean["$is_server"] = True
         if pending.groups:
             clean["$groups"] = self._clean(pending.groups, string_limit)
         if distinct_id is None:
@@ -481,7 +528,10 @@ class EventBuilder:
 
     def _clean(self, value: Mapping[str, Any], string_limit: int) -> dict[str, Any]:
         clean: dict[str, Any] = to_jsonable(
-            value, redactor=self._redactor, max_string_length=string_limit
+            value,
+            redactor=self._redactor,
+            max_string_length=string_limit,
+            collisions=self._collisions,
         )
         return clean
 

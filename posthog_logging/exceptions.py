@@ -23,6 +23,7 @@ import os
 import sys
 import sysconfig
 import traceback
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -47,10 +48,15 @@ _CAPTURED_ATTR = "__posthog_captured__"
 
 
 def mark_captured(exc: BaseException) -> bool:
-    """Mark ``exc`` as captured. False if it already was (so: do not send it again)."""
-    if getattr(exc, _CAPTURED_ATTR, False):
-        return False
-    with contextlib.suppress(Exception):  # a type with __slots__ and no __dict__
+    """Mark ``exc`` as captured. False if it already was (so: do not send it again).
+
+    Never raises: an exception whose ``__getattr__`` or ``__setattr__`` fails counts as
+    not captured yet.
+    """
+    with contextlib.suppress(Exception):
+        if getattr(exc, _CAPTURED_ATTR, False) is True:
+            return False
+    with contextlib.suppress(Exception):  # a type with __slots__ and no __dict__, say
         setattr(exc, _CAPTURED_ATTR, True)
     return True
 
@@ -100,8 +106,20 @@ def _safe_str(exc: BaseException) -> str:
     return text if len(text) <= MAX_VALUE_LENGTH else text[:MAX_VALUE_LENGTH] + "..."
 
 
+def _attribute(exc: BaseException, name: str, default: Any) -> Any:
+    """An attribute of an exception, or ``default`` when reading it fails: an exception
+    type may override anything, ``__cause__`` and ``__traceback__`` included."""
+    try:
+        return getattr(exc, name, default)
+    except Exception:
+        return default
+
+
 def _frames(exc: BaseException) -> tuple[FrameSnapshot, ...]:
-    walked = list(traceback.walk_tb(exc.__traceback__))
+    tb = _attribute(exc, "__traceback__", None)
+    if not isinstance(tb, types.TracebackType):
+        return ()
+    walked = list(traceback.walk_tb(tb))
     if len(walked) > MAX_FRAMES:  # e.g. RecursionError: keep both ends
         half = MAX_FRAMES // 2
         walked = walked[:half] + walked[-half:]
@@ -117,7 +135,10 @@ def _frames(exc: BaseException) -> tuple[FrameSnapshot, ...]:
 
 
 def snapshot_exception(exc: BaseException) -> tuple[ExceptionSnapshot, ...]:
-    """The chain of ``exc`` as plain data: ``exc`` first, the root cause last."""
+    """The chain of ``exc`` as plain data: ``exc`` first, the root cause last.
+
+    Never raises: what cannot be read of an exception (an attribute whose property fails)
+    is left out."""
     out: list[ExceptionSnapshot] = []
     seen: set[int] = set()
 
@@ -142,12 +163,17 @@ def snapshot_exception(exc: BaseException) -> tuple[ExceptionSnapshot, ...]:
                 is_exception_group=is_group,
             )
         )
-        if e.__cause__ is not None:
-            visit(e.__cause__, this_id, "__cause__")
-        elif e.__context__ is not None and not e.__suppress_context__:
-            visit(e.__context__, this_id, "__context__")
+        cause = _attribute(e, "__cause__", None)
+        context = _attribute(e, "__context__", None)
+        if isinstance(cause, BaseException):
+            visit(cause, this_id, "__cause__")
+        elif isinstance(context, BaseException) and not _attribute(
+            e, "__suppress_context__", False
+        ):
+            visit(context, this_id, "__context__")
         if is_group:
-            for i, sub in enumerate(getattr(e, "exceptions", ())):
+            subs = _attribute(e, "exceptions", ())
+            for i, sub in enumerate(subs if isinstance(subs, (tuple, list)) else ()):
                 if isinstance(sub, BaseException):
                     visit(sub, this_id, f"exceptions[{i}]")
 

@@ -18,12 +18,13 @@ integers as strings, trace and span ids as hex, values typed (``stringValue``,
 
 from __future__ import annotations
 
+import json
 import linecache
 import logging
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "LogBuilder",
     "PendingLog",
     "default_service_name",
+    "is_wire_log_record",
     "logs_body",
     "severity_number",
     "trace_context",
@@ -118,11 +120,33 @@ class PendingLog:
     exception: tuple[ExceptionSnapshot, ...] | None = None
 
 
+def is_wire_log_record(line: bytes) -> bool:
+    """Whether ``line`` is a ``LogRecord`` as :class:`LogBuilder` writes it (a spooled
+    line is checked again before it is sent: one that is not would sink its batch)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return (
+        type(data) is dict
+        and isinstance(data.get("timeUnixNano"), str)
+        and data["timeUnixNano"].isdigit()
+        and type(data.get("severityNumber")) is int
+        and isinstance(data.get("body"), dict)
+        and isinstance(data.get("attributes"), list)
+    )
+
+
 class LogBuilder:
     """Turns a :class:`PendingLog` into one OTLP ``LogRecord``, JSON text as bytes."""
 
-    def __init__(self, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        redactor: Redactor | None = None,
+        on_collision: Callable[[str, list[str]], None] | None = None,
+    ) -> None:
         self._redactor = redactor or Redactor(())
+        self._on_collision = on_collision
 
     def build(self, pending: PendingLog) -> bytes:
         """The line as one ``LogRecord`` in OTLP's JSON encoding, UTF-8. Attribute values
@@ -174,7 +198,10 @@ class LogBuilder:
             attributes["exception.type"] = qualified
             attributes["exception.message"] = first.value
             attributes["exception.stacktrace"] = format_stacktrace(pending.exception)
-        clean = to_jsonable(attributes, redactor=self._redactor)
+        collisions: list[str] = []
+        clean = to_jsonable(attributes, redactor=self._redactor, collisions=collisions)
+        if collisions and self._on_collision is not None:
+            self._on_collision("a log line", sorted(set(collisions)))
         return [{"key": key, "value": any_value(value)} for key, value in clean.items()]
 
 

@@ -209,6 +209,7 @@ def to_jsonable(
     redactor: Redactor = _NO_REDACTION,
     max_string_length: int = MAX_STRING_LENGTH,
     max_depth: int = MAX_DEPTH,
+    collisions: list[str] | None = None,
 ) -> Any:
     """Return ``value`` as plain JSON data. Never raises.
 
@@ -220,14 +221,23 @@ def to_jsonable(
       fields, exception text, ``str()`` for the rest);
     - a container met again inside itself becomes ``"[Circular]"``; nesting deeper than
       ``max_depth`` becomes ``"[MaxDepth]"``; strings are cut at ``max_string_length``;
-    - values under keys the ``redactor`` flags become ``"[Filtered]"``.
+    - values under keys the ``redactor`` flags become ``"[Filtered]"``;
+    - two keys that become the same text (``1`` and ``"1"``) keep one value: a string
+      key's, else the first one's. The other key is added to ``collisions``, if given.
     """
     if type(value) is dict and max_depth > 0:  # what properties nearly always are
-        return _convert_mapping(value, redactor, max_string_length, max_depth, set())
-    return _convert(value, redactor, max_string_length, max_depth, set())
+        return _convert_mapping(value, redactor, max_string_length, max_depth, set(), collisions)
+    return _convert(value, redactor, max_string_length, max_depth, set(), collisions)
 
 
-def _convert(value: Any, redactor: Redactor, limit: int, depth: int, path: set[int]) -> Any:
+def _convert(
+    value: Any,
+    redactor: Redactor,
+    limit: int,
+    depth: int,
+    path: set[int],
+    collisions: list[str] | None,
+) -> Any:
     # The common cases first, and cheaply.
     if value is None or value is True or value is False:
         return value
@@ -242,19 +252,19 @@ def _convert(value: Any, redactor: Redactor, limit: int, depth: int, path: set[i
         return "[MaxDepth]"
     try:
         if cls is dict or isinstance(value, Mapping):
-            return _convert_mapping(value, redactor, limit, depth, path)
+            return _convert_mapping(value, redactor, limit, depth, path, collisions)
         if isinstance(value, (list, tuple, set, frozenset)):
-            return _convert_items(value, redactor, limit, depth, path)
+            return _convert_items(value, redactor, limit, depth, path, collisions)
         if isinstance(value, str):  # str subclasses
-            return _convert(str.__str__(value), redactor, limit, depth, path)
+            return _convert(str.__str__(value), redactor, limit, depth, path, collisions)
         if isinstance(value, enum.Enum):
-            return _convert(value.value, redactor, limit, depth - 1, path)
+            return _convert(value.value, redactor, limit, depth - 1, path, collisions)
         if isinstance(value, int):  # bool and other int subclasses
             if isinstance(value, bool):
                 return bool(value)
-            return _convert(int(value), redactor, limit, depth, path)
+            return _convert(int(value), redactor, limit, depth, path, collisions)
         if isinstance(value, float):
-            return _convert(float(value), redactor, limit, depth, path)
+            return _convert(float(value), redactor, limit, depth, path, collisions)
         if isinstance(value, decimal.Decimal):
             if not value.is_finite():
                 return _nonfinite(float(value))
@@ -265,11 +275,16 @@ def _convert(value: Any, redactor: Redactor, limit: int, depth: int, path: set[i
         return _fallback(value, limit)
     if encoded is value:  # an encoder that hands the object back would loop
         return _fallback(value, limit)
-    return _convert(encoded, redactor, limit, depth - 1, path)
+    return _convert(encoded, redactor, limit, depth - 1, path, collisions)
 
 
 def _convert_mapping(
-    value: Mapping[Any, Any], redactor: Redactor, limit: int, depth: int, path: set[int]
+    value: Mapping[Any, Any],
+    redactor: Redactor,
+    limit: int,
+    depth: int,
+    path: set[int],
+    collisions: list[str] | None,
 ) -> Any:
     ident = id(value)
     if ident in path:
@@ -284,7 +299,14 @@ def _convert_mapping(
                 out["[truncated]"] = f"{len(value) - MAX_ITEMS} more items"
                 break
             n += 1
-            key = k if type(k) is str else _key(k)
+            if type(k) is str:
+                key = k
+            else:
+                key = _key(k)
+                if key in out or key in value:  # "1" and 1: the str key's value wins
+                    if collisions is not None:
+                        collisions.append(key)
+                    continue
             if len(key) > limit:
                 key = _truncate(key, limit)
             if is_secret(key):
@@ -302,14 +324,19 @@ def _convert_mapping(
             ):
                 out[key] = v
             else:
-                out[key] = _convert(v, redactor, limit, depth - 1, path)
+                out[key] = _convert(v, redactor, limit, depth - 1, path, collisions)
         return out
     finally:
         path.discard(ident)
 
 
 def _convert_items(
-    value: Iterable[Any], redactor: Redactor, limit: int, depth: int, path: set[int]
+    value: Iterable[Any],
+    redactor: Redactor,
+    limit: int,
+    depth: int,
+    path: set[int],
+    collisions: list[str] | None,
 ) -> Any:
     ident = id(value)
     if ident in path:
@@ -327,7 +354,7 @@ def _convert_items(
             if n >= MAX_ITEMS:
                 out.append(f"[truncated: {len(value) - MAX_ITEMS} more items]")  # type: ignore[arg-type]
                 break
-            out.append(_convert(item, redactor, limit, depth - 1, path))
+            out.append(_convert(item, redactor, limit, depth - 1, path, collisions))
         return out
     finally:
         path.discard(ident)

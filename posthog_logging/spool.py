@@ -7,15 +7,23 @@ rather than sent or fatal. Segments are replayed oldest first, by any client of 
 project and host, then deleted; PostHog deduplicates on the event's uuid, so an event sent
 twice after a crash mid-replay is stored once.
 
-Files are private to the user (directory 0700, files 0600). A file's name carries a
-one-way hash of the host and API key, never the key itself, so that clients of different
-projects sharing a directory never send each other's events. Segments being written or
+Files are private to the user (directory 0700, files 0600), and a directory that another
+user owns or may write to is refused (:class:`UnsafeSpoolDirectory`), as ssh refuses a key
+file others can read: anyone who can write there could inject events sent under our key,
+or delete ours. A file's name carries a one-way hash of the host and API key, never the
+key itself, so that clients of different projects sharing a directory never send each
+other's events. Segments being written or
 replayed are locked with ``flock``, so processes sharing a directory (gunicorn workers,
 say) never replay a segment another one is still writing or already replaying, and a
 lock dies with its process.
 
 The directory is bounded by ``max_bytes``: to make room, the oldest unlocked segments
 are deleted and their events counted as dropped.
+
+A write is all or nothing as the reader and the counters see it: a write cut short (a full
+disk) is taken back before the error is raised. A segment that cannot be deleted once
+sent (a read-only file system) is emptied if it can be, and in any case never claimed
+again by this spool, so its events are not sent over and over.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from dataclasses import dataclass
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["Segment", "Spool", "SpoolStats"]
+__all__ = ["Segment", "Spool", "SpoolStats", "UnsafeSpoolDirectory"]
 
 SUFFIX = ".spool"
 #: A segment is closed and a new one started past this size.
@@ -53,6 +61,10 @@ class SpoolStats:
     """Lines skipped on replay: torn by a crash or damaged."""
 
 
+class UnsafeSpoolDirectory(PermissionError):
+    """The spool directory belongs to another user or others may write to it."""
+
+
 class Segment:
     """A segment claimed for replay: its events, and the lock that keeps it ours."""
 
@@ -60,12 +72,23 @@ class Segment:
         self.path = path
         self.events = events
         self._fd: int | None = fd
+        self.undeletable: OSError | None = None
+        """Why :meth:`remove` could not delete the file, if it could not."""
 
-    def remove(self) -> None:
-        """Delete the file: its events were delivered (or are accounted for elsewhere)."""
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+    def remove(self) -> bool:
+        """Delete the file: its events were delivered (or are accounted for elsewhere).
+
+        False when it cannot be deleted (``undeletable`` says why): it is then emptied if
+        the file itself can still be written, so that no later run sends it again.
+        """
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.undeletable = exc
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, 0)
         self.release()
+        return self.undeletable is None
 
     def release(self) -> None:
         """Give the segment back, undeleted, for a later replay."""
@@ -99,6 +122,10 @@ class Spool:
         self._fd: int | None = None
         self._path: pathlib.Path | None = None
         self._size = 0
+        #: Segments sent but not deleted (see Segment.remove): never claimed again here.
+        self._sent: set[str] = set()
+        if self.directory.exists():
+            check_directory(self.directory)
 
     def __repr__(self) -> str:
         return f"<Spool {str(self.directory)!r}>"
@@ -124,11 +151,21 @@ class Spool:
             return stats
         if self._fd is None or self._size + len(data) > self.segment_bytes:
             self._open_segment()
-        assert self._fd is not None
+        fd = self._fd
+        assert fd is not None
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError:
+            # Cut short (a full disk, say): take back what reached the file, so that a
+            # reader never finds half of these lines, nor the next write joined to them.
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                self.close()  # cannot take it back: the next write starts a new segment
+            raise
         self._size += len(data)
         return stats
 
@@ -160,6 +197,7 @@ class Spool:
     def _open_segment(self) -> None:
         self.close()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_directory(self.directory)
         name = f"{self.prefix}-{time.time_ns():020d}-{os.getpid()}-{next(self._counter)}{SUFFIX}"
         path = self.directory / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
@@ -210,16 +248,20 @@ class Spool:
 
     def has_segments(self) -> bool:
         """Whether anything is on disk for this host and key, besides our own open segment."""
-        return any(path != self._path for path, _ in self.segments())
+        return any(
+            path != self._path and path.name not in self._sent for path, _ in self.segments()
+        )
 
     def claim(self, stats: SpoolStats) -> Segment | None:
         """Lock and read the oldest segment nobody else holds; None when there is none.
 
         Lines that fail their checksum (a torn last write) are skipped and counted in
-        ``stats.corrupt``.
+        ``stats.corrupt``. Raises :class:`UnsafeSpoolDirectory` if the directory has
+        become unsafe since the spool was made.
         """
+        check_directory(self.directory)
         for path, _ in self.segments():
-            if path == self._path:
+            if path == self._path or path.name in self._sent:
                 continue
             fd = _open_locked(path)
             if fd is None:
@@ -234,6 +276,37 @@ class Spool:
             stats.corrupt += corrupt
             return Segment(path, fd, events)
         return None
+
+    def remove(self, segment: Segment) -> bool:
+        """Delete a claimed segment whose events are accounted for. False when it could
+        not be deleted: it is then never claimed again by this spool."""
+        if segment.remove():
+            return True
+        self._sent.add(segment.path.name)
+        return False
+
+
+def check_directory(directory: pathlib.Path) -> None:
+    """Raise :class:`UnsafeSpoolDirectory` unless ``directory`` belongs to this user and
+    no one else may write to it."""
+    if not hasattr(os, "geteuid"):  # pragma: no cover - Windows: ACLs, not modes
+        return
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return
+    if st.st_uid != os.geteuid():
+        raise UnsafeSpoolDirectory(
+            f"spool_dir {str(directory)!r} belongs to another user (uid {st.st_uid}): "
+            "they could inject events sent under this API key, or delete undelivered "
+            "ones. Use a directory of your own."
+        )
+    if st.st_mode & 0o022:
+        raise UnsafeSpoolDirectory(
+            f"spool_dir {str(directory)!r} may be written by other users (mode "
+            f"{st.st_mode & 0o777:04o}): they could inject events sent under this API "
+            f"key, or delete undelivered ones. Make it private: chmod 700 {str(directory)!r}"
+        )
 
 
 def _frame(event: bytes) -> bytes:

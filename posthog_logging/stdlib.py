@@ -30,7 +30,7 @@ from ._bridge import (
     split_properties,
     stamped_context,
 )
-from .client import Client, in_library_code
+from .client import Client, in_finaliser, in_library_code
 from .contexts import current_state
 from .exceptions import mark_captured, snapshot_exception
 from .otlp import PendingLog, trace_context
@@ -41,6 +41,10 @@ __all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
 #: Loggers whose records never become events: our own, and the HTTP stack we send with
 #: (an event about a failed request would need a request, which could fail, ...).
 DEFAULT_IGNORED_LOGGERS: tuple[str, ...] = ("posthog_logging", "urllib3", "requests", "posthog")
+
+#: The library's own logger: its records are never sent, whatever ``ignore_loggers`` says.
+#: They could feed a loop (a line logged for each batch sent would make the next batch).
+_LIBRARY_LOGGER = "posthog_logging"
 
 _NEVER = 1 << 62  # a level no record reaches: no log lines
 
@@ -74,7 +78,13 @@ def _record_properties(
 
 
 class _Guard(threading.local):
-    busy = False  # per thread: the handler is emitting, and what it calls logged
+    """Per thread: whether the handler is emitting, and the records that arrived
+    meanwhile (from a signal handler or a finaliser that landed mid-emit, or from code
+    the emit called), to be sent once it is done."""
+
+    busy = False
+    draining = False  # sending the deferred records: what arrives now is not deferred
+    deferred: list[logging.LogRecord] | None = None
 
 
 def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -213,7 +223,10 @@ class PostHogHandler(logging.Handler):
     def _is_ignored(self, name: str) -> bool:
         ignored = self._ignored.get(name)
         if ignored is None:
-            ignored = any(name == n or name.startswith(n + ".") for n in self.ignore_loggers)
+            ignored = any(
+                name == n or name.startswith(n + ".")
+                for n in (_LIBRARY_LOGGER, *self.ignore_loggers)
+            )
             if len(self._ignored) < 10_000:
                 self._ignored[name] = ignored
         return ignored
@@ -237,12 +250,22 @@ class PostHogHandler(logging.Handler):
             ):
                 return False
         except Exception:  # a marker whose truth cannot be told, say
-            self._client_or_none_drop("handler_error")
+            self._drop("handler_error", "a log record could not be turned into an event")
             return False
         ignored = self._ignored.get(record.name)
         if ignored is None:
             ignored = self._is_ignored(record.name)
-        if ignored or in_library_code():
+        if ignored:
+            return False
+        if in_library_code() and not in_finaliser():
+            # Logged on a thread of the library's own (its HTTP stack, say) or by a hook it
+            # calls (before_send, on_error) or a property's __str__: not sent, since a hook
+            # that logs for every event would feed a loop; counted.
+            self._drop(
+                "in_library_code",
+                f"a record of logger {record.name!r} was logged on the library's own "
+                "thread (by before_send, on_error or a __str__); not sent",
+            )
             return False
         result: Any = True
         if self.filters:
@@ -255,22 +278,51 @@ class PostHogHandler(logging.Handler):
         return result
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Turn ``record`` into an event or an ``$exception`` event. Never raises."""
+        """Turn ``record`` into an event or an ``$exception`` event. Never raises.
+
+        A record that arrives on this thread while an emit is in progress (from a signal
+        handler or a finaliser that landed in it, or logged by code it called) is sent
+        once that emit is done. What arrives while those are sent is dropped and counted
+        (``reentrant``): code that logs whenever it is emitted cannot loop.
+        """
         guard = self._guard
-        if guard.busy:  # something below logged: do not loop
+        if guard.busy:
+            if guard.draining:
+                self._drop("reentrant", "a record logged while a deferred one was sent")
+            else:
+                if guard.deferred is None:
+                    guard.deferred = []
+                guard.deferred.append(record)  # atomic: safe from a handler landing here
             return
         guard.busy = True
         try:
+            self._emit_safely(record)
+            while True:
+                if guard.deferred:
+                    guard.draining = True
+                    while guard.deferred:
+                        self._emit_safely(guard.deferred.pop(0))
+                    guard.draining = False
+                guard.busy = False
+                # A record deferred after the loop above looked, and before busy was
+                # cleared, would wait for the next emit on this thread: look once more.
+                if not guard.deferred:
+                    return
+                guard.busy = True
+        finally:  # a KeyboardInterrupt, say: the next emit must not be deferred forever
+            guard.busy = guard.draining = False
+
+    def _emit_safely(self, record: logging.LogRecord) -> None:
+        try:
             self._emit(record)
         except Exception:
-            self._client_or_none_drop("handler_error")
+            self._drop("handler_error", "a log record could not be turned into an event")
             self.handleError(record)  # prints only when logging.raiseExceptions is on
-        finally:
-            guard.busy = False
 
-    def _client_or_none_drop(self, reason: str) -> None:
+    def _drop(self, reason: str, message: str) -> None:
+        """Count a record that was not sent (never raises)."""
         with contextlib.suppress(Exception):
-            self.client._drop(reason, "a log record could not be turned into an event")
+            self.client._drop(reason, message)
 
     def _structlog_entry_to_send(self, record: logging.LogRecord) -> bool:
         entry: dict[str, Any] = record.msg  # type: ignore[assignment]

@@ -51,7 +51,7 @@ from ._bridge import (
     split_properties,
     stamped_context,
 )
-from .client import Client, in_library_code
+from .client import Client, in_finaliser, in_library_code
 from .contexts import current_state
 from .exceptions import snapshot_exception
 from .otlp import PendingLog, trace_context
@@ -153,11 +153,19 @@ class PostHogProcessor:
             if not marker and not exc_info and self._logs_threshold == _NEVER:
                 return event_dict
             levelno = _level_of(method_name, event_dict)
-            if in_library_code():
+            as_event = marker or (exc_info and levelno >= self.exception_level)
+            as_line = levelno >= self._logs_threshold
+            if (as_event or as_line) and in_library_code() and not in_finaliser():
+                # See PostHogHandler.handle: never sent from there, for fear of a loop.
+                self.client._drop(
+                    "in_library_code",
+                    "a structlog entry was logged on the library's own thread (by "
+                    "before_send, on_error or a __str__); not sent",
+                )
                 return event_dict
-            if marker or (exc_info and levelno >= self.exception_level):
+            if as_event:
                 self._send(logger, marker, levelno, exc_info, event_dict)
-            if levelno >= self._logs_threshold:
+            if as_line:
                 self._send_line(logger, levelno, exc_info, event_dict)
         except Exception:
             with contextlib.suppress(Exception):  # even counting failed: stay silent
