@@ -37,13 +37,16 @@ from .contexts import (
     set_context_session,
     tag,
 )
+from .exceptions import DeliveryError, UnsafeSpoolDirectory
 from .stdlib import ContextFilter, PostHogHandler
 
 __all__ = [
     "Client",
     "ContextFilter",
+    "DeliveryError",
     "PostHogHandler",
     "Stats",
+    "UnsafeSpoolDirectory",
     "__version__",
     "api_key",
     "capture",

@@ -4,7 +4,6 @@ log entry into an event or an ``$exception`` event by the same rules, kept here 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from .client import Client
 from .contexts import ContextState, current_state
 from .events import ExceptionInfo, choose_distinct_id
-from .exceptions import exception_level_name
+from .levels import exception_level_name, level_name
 
 #: Keys with a meaning of their own, as in ``capture()``; ``$set`` and ``$set_once`` stay
 #: in the properties, where PostHog reads them.
@@ -50,19 +49,6 @@ STRUCTLOG_RESERVED = frozenset(
         "positional_args",
     }
 )
-
-
-def parse_level(value: int | str, name: str) -> int:
-    """A logging level from an int or a name (``"ERROR"``, ``"error"``)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        level = logging.getLevelName(value.strip().upper())
-        if isinstance(level, int):
-            return level
-    raise ValueError(
-        f"{name} must be a logging level (an int or a name like 'ERROR'), got {value!r}"
-    )
 
 
 def split_properties(
@@ -168,7 +154,7 @@ def send_entry(
     exc_props.update(
         log_message=message(),
         logger_name=logger_name,
-        log_level=logging.getLevelName(levelno).lower(),
+        log_level=level_name(levelno).lower(),
     )
     client.capture_exception_info(
         None if snapshot is not None else exception,

@@ -4,7 +4,6 @@ framework's request into a :class:`Request` and call :class:`RequestOptions`."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +12,9 @@ from urllib.parse import parse_qsl, urlencode
 from . import _default
 from .client import Client
 from .contexts import identify_context, set_context_session, tag
+from .diagnostics import Warner, logger
 from .events import ExceptionInfo
 from .serialisation import DEFAULT_REDACT_KEYS, FILTERED, Redactor, as_text
-
-logger = logging.getLogger("posthog_logging")
 
 #: What PostHog's JavaScript SDK sends when tracing headers are on (lower-cased).
 DISTINCT_ID_HEADER = "x-posthog-distinct-id"
@@ -78,6 +76,8 @@ class RequestOptions:
         self.trusted_proxies = trusted_proxies
         self.capture_exceptions = bool(capture_exceptions)
         self.client = client
+        # A broken identify() raises on every request: its traceback once a minute.
+        self._identify_failed = Warner()
 
     def apply(self, request: Request, native: Any) -> None:
         """Set the current context's identity, session and tags from ``request``."""
@@ -87,7 +87,9 @@ class RequestOptions:
             try:
                 found = self.identify(native)
             except Exception:
-                logger.warning("posthog_logging: identify() raised; ignored", exc_info=True)
+                self._identify_failed.warn(
+                    "identify", "posthog_logging: identify() raised; ignored", exc_info=True
+                )
                 found = None
             if found is not None and as_text(found):
                 distinct_id = found

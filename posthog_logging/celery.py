@@ -18,7 +18,6 @@ module that makes the Celery app is the usual place)::
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
@@ -27,12 +26,12 @@ from celery import signals
 from . import _default
 from .client import Client, _shutdown_all
 from .contexts import current_state, identify_context, new_context, set_context_session, tag
+from .diagnostics import logger
 from .events import ExceptionInfo
 from .serialisation import to_jsonable
 
 __all__ = ["HEADER", "instrument"]
 
-logger = logging.getLogger("posthog_logging")
 
 #: The message header that carries the producer's context.
 HEADER = "posthog_context"

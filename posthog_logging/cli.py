@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._bridge import parse_level
-from .otlp import severity_number
+from .levels import parse_level, severity_number
 
 __all__ = ["format_events", "format_logs", "main"]
 

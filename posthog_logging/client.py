@@ -19,20 +19,19 @@ import collections
 import contextlib
 import datetime as dt
 import logging
-import math
 import os
 import queue
 import random
 import sys
 import threading
 import time
-import uuid as uuid_module
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from .contexts import current_state
+from .error_tracking import InAppRules, mark_captured, snapshot_exception
 from .events import (
     BuiltEvent,
     DroppedEvent,
@@ -40,14 +39,13 @@ from .events import (
     ExceptionInfo,
     PendingEvent,
     choose_distinct_id,
-    format_timestamp,
     is_wire_event,
-    uuid7,
 )
-from .exceptions import InAppRules, mark_captured, snapshot_exception
+from .exceptions import DeliveryError, UnsafeSpoolDirectory
+from .ids import checked_timestamp, checked_uuid, format_timestamp, uuid_for
 from .otlp import MAX_LOGS_BATCH_BYTES, LogBuilder, PendingLog, is_wire_log_record
 from .serialisation import DEFAULT_REDACT_KEYS, Redactor
-from .spool import Segment, Spool, SpoolStats, UnsafeSpoolDirectory
+from .spool import Segment, Spool, SpoolStats
 from .stats import Counters, Stats
 from .transport import DEFAULT_HOST, EVENTS, LOGS, SendResult, Transport
 
@@ -113,14 +111,6 @@ def in_finaliser(depth: int = 40) -> bool:
             return False
         frame = frame.f_back
     return False
-
-
-class DeliveryError(Exception):
-    """Passed to ``on_error`` when a batch could not be delivered."""
-
-    def __init__(self, result: SendResult) -> None:
-        super().__init__(result.describe())
-        self.status = result.status
 
 
 class Doorbell:
@@ -447,8 +437,8 @@ class Client:
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
-        timestamp = time.time() if timestamp is None else _checked_timestamp(timestamp)
-        uuid = _checked_uuid(uuid) if uuid is not None else _uuid_for(timestamp)
+        timestamp = time.time() if timestamp is None else checked_timestamp(timestamp)
+        uuid = checked_uuid(uuid) if uuid is not None else uuid_for(timestamp)
         queued = self._capture(
             event,
             dict(properties) if properties else None,
@@ -522,7 +512,7 @@ class Client:
             return None
         if timestamp is None:
             timestamp = time.time()
-        uuid = _uuid_for(timestamp)
+        uuid = uuid_for(timestamp)
         queued = self._capture(
             "$exception", properties, distinct_id, None, timestamp, uuid, info, context
         )
@@ -628,7 +618,7 @@ class Client:
             return None
         # Only the given properties: the context's tags describe events, not the person.
         timestamp = time.time()
-        uuid = _uuid_for(timestamp)
+        uuid = uuid_for(timestamp)
         queued = self._capture(
             kind,
             {kind: dict(properties)},
@@ -1105,7 +1095,10 @@ class Client:
             try:
                 import json
 
-                self._on_error(DeliveryError(result), [json.loads(e) for e in batch.events])
+                self._on_error(
+                    DeliveryError(result.describe(), result.status),
+                    [json.loads(e) for e in batch.events],
+                )
             except Exception:
                 logger.debug("posthog_logging: on_error raised", exc_info=True)
 
@@ -1392,40 +1385,6 @@ def _without_tags(state: Any) -> Any:
     from .contexts import ContextState
 
     return ContextState(distinct_id=state.distinct_id, session_id=None)
-
-
-def _uuid_for(timestamp: dt.datetime | float) -> str:
-    return uuid7(timestamp if type(timestamp) is float else None)
-
-
-#: 10000-01-01T00:00:00Z: past it a time has no four-digit year in ISO 8601.
-_END_OF_TIME = 253_402_300_800.0
-
-
-def _checked_timestamp(value: Any) -> dt.datetime | float:
-    """A timestamp given to capture(), checked: a time PostHog and a uuid7 can carry."""
-    if isinstance(value, bool) or not isinstance(value, (dt.datetime, int, float)):
-        raise TypeError(
-            f"timestamp must be a datetime or epoch seconds, got {type(value).__name__}"
-        )
-    try:
-        seconds = value.timestamp() if isinstance(value, dt.datetime) else float(value)
-    except (OverflowError, ValueError, OSError):  # past a float, or past what the OS knows
-        seconds = math.nan
-    if not 0.0 <= seconds < _END_OF_TIME:  # NaN fails here too
-        raise ValueError(
-            f"timestamp must be a time from 1970 to 9999 (a datetime or epoch seconds), "
-            f"got {value!r}"
-        )
-    return float(value) if type(value) is int else value
-
-
-def _checked_uuid(value: Any) -> str:
-    """A uuid given to capture(), normalised; PostHog refuses a whole batch for a bad one."""
-    try:
-        return str(uuid_module.UUID(str(value)))
-    except ValueError:
-        raise ValueError(f"uuid must be a UUID, got {value!r}") from None
 
 
 def _check_positive(name: str, value: Any, integer: bool = False) -> None:

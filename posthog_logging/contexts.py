@@ -25,13 +25,13 @@ import contextvars
 import dataclasses
 import functools
 import inspect
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
+from .diagnostics import Warner, logger
 from .serialisation import as_text
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "tag",
 ]
 
-logger = logging.getLogger("posthog_logging")
 
 _EMPTY_TAGS: Mapping[str, Any] = MappingProxyType({})
 
@@ -112,7 +111,7 @@ def get_tags() -> dict[str, Any]:
     return dict(_state.get().tags)
 
 
-_warned_outside: set[str] = set()
+_outside = Warner(interval=None)  # once per function, for good
 
 
 def _replace_inside_context(what: str, **changes: Any) -> None:
@@ -121,13 +120,12 @@ def _replace_inside_context(what: str, **changes: Any) -> None:
         # Outside any context there is no scope that could end, so a value set here
         # would stick to the thread (or task) for good and leak into unrelated work,
         # e.g. the next request served by the same worker thread. Ignore it, loudly.
-        if what not in _warned_outside:
-            _warned_outside.add(what)
-            logger.warning(
-                "posthog_logging.%s() was called outside new_context()/@scoped and is "
-                "ignored; wrap the work in `with posthog_logging.new_context():`",
-                what,
-            )
+        _outside.warn(
+            what,
+            "posthog_logging.%s() was called outside new_context()/@scoped and is "
+            "ignored; wrap the work in `with posthog_logging.new_context():`",
+            what,
+        )
         return
     _state.set(_evolve(state, **changes))
 

@@ -23,7 +23,7 @@ from . import _default
 from .cli import format_events, format_logs
 from .client import Client
 from .contexts import identify_context, new_context, set_context_session, tag
-from .events import uuid7
+from .ids import uuid7
 from .server import LocalServer
 
 __all__ = ["run_demo"]

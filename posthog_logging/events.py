@@ -26,13 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import math
-import os
 import platform
 import sys
-import threading
-import time
 import uuid as uuid_module
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +35,9 @@ from typing import Any
 
 from ._version import __version__
 from .contexts import ContextState
-from .exceptions import ExceptionSnapshot, InAppRules, build_exception_list
+from .diagnostics import Warner
+from .error_tracking import ExceptionSnapshot, InAppRules, build_exception_list
+from .ids import format_timestamp, uuid7
 from .serialisation import (
     MAX_STRING_LENGTH,
     Redactor,
@@ -51,6 +48,7 @@ from .serialisation import (
     quote,
     to_jsonable,
 )
+from .wire import MAX_EVENT_BYTES
 
 __all__ = [
     "LIB_NAME",
@@ -61,83 +59,14 @@ __all__ = [
     "ExceptionInfo",
     "PendingEvent",
     "choose_distinct_id",
-    "format_timestamp",
     "is_wire_event",
-    "uuid7",
 ]
 
-logger = logging.getLogger("posthog_logging")
 
 LIB_NAME = "posthog-logging"
-#: PostHog refuses (413) a single event above 1 MiB; keep a margin for the envelope.
-MAX_EVENT_BYTES = 1_000_000
 MAX_NAME_LENGTH = 200
 
 BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
-
-
-def uuid7(timestamp: float | None = None) -> str:
-    """A time-ordered UUID (version 7) as a string, from ``timestamp`` (epoch seconds)."""
-    global _last_ms
-    ms = int((time.time() if timestamp is None else timestamp) * 1000) & 0xFFFF_FFFF_FFFF
-    cached_ms, prefix = _last_ms
-    if ms != cached_ms:  # events come in runs from the same millisecond
-        h = f"{ms:012x}"
-        prefix = f"{h[:8]}-{h[8:]}-7"
-        _last_ms = (ms, prefix)
-    # 74 random bits: 12 after the version, the RFC 4122 variant, then 62. They are cut
-    # from a pool of random hex of this thread's, made a few hundred uuids at a time.
-    pool = _random
-    i = pool.at
-    if i > _RANDOM_POOL_HEX - 19:
-        pool.hex, i = os.urandom(_RANDOM_POOL_HEX // 2).hex(), 0
-    h = pool.hex
-    pool.at = i + 19
-    return f"{prefix}{h[i : i + 3]}-{_VARIANT[h[i + 3]]}{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
-
-
-class _RandomPool(threading.local):
-    hex = ""
-    at = 8192  # _RANDOM_POOL_HEX: empty, filled on first use
-
-
-_RANDOM_POOL_HEX = 8192
-#: The variant's two top bits are 10: a random hex digit becomes 8, 9, a or b.
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-_last_ms: tuple[int, str] = (-1, "")
-_random = _RandomPool()
-
-
-def _forget_random_pool() -> None:
-    """A forked child must not make the uuids its parent makes from the same pool."""
-    _random.at = _RANDOM_POOL_HEX
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_random_pool)
-
-
-def format_timestamp(value: float | dt.datetime) -> str:
-    """ISO 8601 in UTC with microseconds, e.g. ``2024-05-01T12:00:00.123456+00:00``.
-
-    A naive datetime is taken as local time, as :meth:`datetime.astimezone` does.
-    """
-    global _last_second
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
-    # Events come in runs from the same second: its text is made once.
-    second = math.floor(value)
-    micros = round((value - second) * 1_000_000)
-    if micros == 1_000_000:
-        second, micros = second + 1, 0
-    cached_second, text = _last_second
-    if second != cached_second:
-        text = dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second = (second, text)
-    return f"{text}.{micros:06d}+00:00"
-
-
-_last_second: tuple[int, str] = (-1, "")
 
 
 def choose_distinct_id(explicit: Any, context: ContextState) -> str | None:
@@ -266,7 +195,7 @@ class EventBuilder:
         self._redactor = redactor or Redactor(())
         self._before_send = before_send
         self._in_app = in_app or InAppRules()
-        self._warned: set[str] = set()
+        self._warner = Warner(interval=None)  # once per name or id, for good
         # The layers that are the same for every event, made JSON-safe once, and as
         # JSON text (the members, without braces) to splice into each event; with them
         # what the library owns, which only the slow path has to put last.
@@ -609,14 +538,9 @@ class EventBuilder:
             f"limit of about 1 MB even with long strings cut",
         )
 
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key not in self._warned and len(self._warned) < 1000:
-            self._warned.add(key)
-            logger.warning(message, *args)
-
     def _checked_name(self, name: str) -> str:
         if len(name) > MAX_NAME_LENGTH:
-            self._warn_once(
+            self._warner.warn(
                 "name:" + name[:50],
                 "event name %r... is over %d chars; truncated",
                 name[:50],
@@ -635,12 +559,12 @@ class EventBuilder:
 
     def _check_distinct_id(self, distinct_id: str) -> str:
         if distinct_id.strip().lower() in _PLACEHOLDER_IDS:
-            self._warn_once(
+            self._warner.warn(
                 "id:" + distinct_id,
                 "distinct_id %r looks like a placeholder; PostHog will not make a person of it",
                 distinct_id,
             )
         if len(distinct_id) > MAX_NAME_LENGTH:
-            self._warn_once("idlen", "a distinct_id is over %d chars; truncated", MAX_NAME_LENGTH)
+            self._warner.warn("idlen", "a distinct_id is over %d chars; truncated", MAX_NAME_LENGTH)
             return distinct_id[:MAX_NAME_LENGTH]
         return distinct_id

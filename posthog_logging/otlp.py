@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import linecache
-import logging
 import math
 import os
 import sys
@@ -30,7 +29,8 @@ from typing import Any
 
 from ._version import __version__
 from .contexts import ContextState
-from .exceptions import ExceptionSnapshot
+from .error_tracking import ExceptionSnapshot
+from .levels import severity_number
 from .serialisation import MAX_STRING_LENGTH, Redactor, dumps_text, to_jsonable
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "default_service_name",
     "is_wire_log_record",
     "logs_body",
-    "severity_number",
     "trace_context",
 ]
 
@@ -48,24 +47,6 @@ SCOPE_NAME = "posthog-logging"
 MAX_LOGS_BATCH_BYTES = 1_800_000
 #: One line is cut to fit, well inside a batch.
 MAX_LOG_BODY_LENGTH = 65_536
-
-
-def severity_number(levelno: int) -> int:
-    """OpenTelemetry's severity number for a logging level: TRACE 1, DEBUG 5, INFO 9,
-    WARN 13, ERROR 17, FATAL 21, and the steps in between for levels in between."""
-    if levelno >= logging.CRITICAL:
-        base, step = 21, levelno - logging.CRITICAL
-    elif levelno >= logging.ERROR:
-        base, step = 17, levelno - logging.ERROR
-    elif levelno >= logging.WARNING:
-        base, step = 13, levelno - logging.WARNING
-    elif levelno >= logging.INFO:
-        base, step = 9, levelno - logging.INFO
-    elif levelno >= logging.DEBUG:
-        base, step = 5, levelno - logging.DEBUG
-    else:
-        base, step = 1, max(0, levelno)
-    return base + min(3, step * 4 // 10)  # e.g. 25 (between INFO and WARNING) is INFO3
 
 
 def default_service_name() -> str:

@@ -52,6 +52,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .otlp import read_logs_request
 from .serialisation import dumps_text
+from .wire import LOGS_PATH, MAX_BODY_BYTES, MAX_EVENT_BYTES, MAX_LOGS_BODY_BYTES
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -64,15 +65,7 @@ __all__ = [
     "default_data_dir",
 ]
 
-MAX_BODY_BYTES = 20 * 1024 * 1024
-"""Largest request body, after gzip, that PostHog accepts; a larger one is answered 413."""
-MAX_EVENT_BYTES = 1024 * 1024
-"""Largest single event, as compact JSON, that PostHog accepts; a larger one is answered 413."""
-
 _MAX_KEY_LENGTH = 64
-_LOGS_PATH = "/i/v1/logs"
-#: PostHog Logs answers 413 past about 2 MB.
-MAX_LOGS_BODY_BYTES = 2 * 1024 * 1024
 _CAPTURE_PATHS = frozenset({"/batch", "/capture", "/e", "/track", "/i/v0/e", "/engage"})
 _EVENT_KEY_FIELDS = ("token", "$token", "api_key")  # where a single event may carry the key
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -743,7 +736,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         route = self._route()
-        if route not in _CAPTURE_PATHS and route != _LOGS_PATH:
+        if route not in _CAPTURE_PATHS and route != LOGS_PATH:
             return self._refuse()
         fault = self.server.owner._next_fault()
         try:
@@ -762,7 +755,7 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = {"type": "injected_fault", "code": "fault_injected", "detail": detail}
                 data, count = json.dumps(reply).encode(), _count_events(body, gzipped)
                 return self._answer(fault.status, data, "application/json", gzipped, count, fault)
-        if route == _LOGS_PATH:
+        if route == LOGS_PATH:
             status, data, count = self._capture_logs(body, gzipped)
         else:
             status, data, count = self._capture(body, gzipped)
@@ -831,7 +824,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = self._route()
         status, code = (
             (405, "method_not_allowed")
-            if route in _CAPTURE_PATHS or route == _LOGS_PATH
+            if route in _CAPTURE_PATHS or route == LOGS_PATH
             else (404, "not_found")
         )
         self._drain(self._content_length() or 0)

@@ -39,10 +39,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .exceptions import UnsafeSpoolDirectory
+
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["Segment", "Spool", "SpoolStats", "UnsafeSpoolDirectory"]
+__all__ = ["Segment", "Spool", "SpoolStats"]
 
 SUFFIX = ".spool"
 #: A segment is closed and a new one started past this size.
@@ -59,10 +61,6 @@ class SpoolStats:
     """Events not written: they could not fit under the bound."""
     corrupt: int = 0
     """Lines skipped on replay: torn by a crash or damaged."""
-
-
-class UnsafeSpoolDirectory(PermissionError):
-    """The spool directory belongs to another user or others may write to it."""
 
 
 class Segment:

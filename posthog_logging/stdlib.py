@@ -25,14 +25,14 @@ from ._bridge import (
     STRUCTLOG_RESERVED,
     exception_of,
     line_context,
-    parse_level,
     send_entry,
     split_properties,
     stamped_context,
 )
 from .client import Client, in_finaliser, in_library_code
 from .contexts import current_state
-from .exceptions import mark_captured, snapshot_exception
+from .error_tracking import mark_captured, snapshot_exception
+from .levels import NEVER, parse_level
 from .otlp import PendingLog, trace_context
 from .serialisation import as_text
 
@@ -45,8 +45,6 @@ DEFAULT_IGNORED_LOGGERS: tuple[str, ...] = ("posthog_logging", "urllib3", "reque
 #: The library's own logger: its records are never sent, whatever ``ignore_loggers`` says.
 #: They could feed a loop (a line logged for each batch sent would make the next batch).
 _LIBRARY_LOGGER = "posthog_logging"
-
-_NEVER = 1 << 62  # a level no record reaches: no log lines
 
 #: Record attributes that are never properties: the standard LogRecord attributes
 #: (python-json-logger's list) and the stamps :class:`ContextFilter` adds.
@@ -191,7 +189,7 @@ class PostHogHandler(logging.Handler):
         if client is not None and (api_key or host or client_options):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
         exception_level = parse_level(exception_level, "exception_level")
-        logs_threshold = _NEVER if logs_level is None else parse_level(logs_level, "logs_level")
+        logs_threshold = NEVER if logs_level is None else parse_level(logs_level, "logs_level")
         ignored = _names(ignore_loggers)
         owns_client = client is None and bool(api_key or host or client_options)
         if owns_client:
@@ -199,7 +197,7 @@ class PostHogHandler(logging.Handler):
         super().__init__(level)
         self.event_key = event_key
         self.exception_level = exception_level
-        self.logs_level = None if logs_threshold == _NEVER else logs_threshold
+        self.logs_level = None if logs_threshold == NEVER else logs_threshold
         self._logs_threshold = logs_threshold
         self.ignore_loggers = ignored
         self.structlog_event_key = structlog_event_key

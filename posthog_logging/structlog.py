@@ -46,25 +46,18 @@ from ._bridge import (
     STRUCTLOG_RESERVED,
     exception_of,
     line_context,
-    parse_level,
     send_entry,
     split_properties,
     stamped_context,
 )
 from .client import Client, in_finaliser, in_library_code
 from .contexts import current_state
-from .exceptions import snapshot_exception
+from .error_tracking import snapshot_exception
+from .levels import NEVER, entry_level, parse_level
 from .otlp import PendingLog, trace_context
 from .serialisation import as_text
 
 __all__ = ["PostHogProcessor", "merge_posthog_context"]
-
-_METHOD_LEVELS: dict[str, int] = {
-    **structlog.processors.NAME_TO_LEVEL,
-    "fatal": logging.CRITICAL,
-    "msg": logging.INFO,
-    "log": logging.INFO,
-}
 
 
 def merge_posthog_context(
@@ -135,7 +128,7 @@ class PostHogProcessor:
         self.event_key = event_key
         self.exception_level = parse_level(exception_level, "exception_level")
         self.logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
-        self._logs_threshold = _NEVER if self.logs_level is None else self.logs_level
+        self._logs_threshold = NEVER if self.logs_level is None else self.logs_level
         self._not_properties = STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {event_key}
 
     def __repr__(self) -> str:
@@ -150,9 +143,9 @@ class PostHogProcessor:
         try:
             marker = event_dict.pop(self.event_key, None)
             exc_info = event_dict.get("exc_info")
-            if not marker and not exc_info and self._logs_threshold == _NEVER:
+            if not marker and not exc_info and self._logs_threshold == NEVER:
                 return event_dict
-            levelno = _level_of(method_name, event_dict)
+            levelno = entry_level(method_name, event_dict)
             as_event = marker or (exc_info and levelno >= self.exception_level)
             as_line = levelno >= self._logs_threshold
             if (as_event or as_line) and in_library_code() and not in_finaliser():
@@ -254,19 +247,6 @@ def _callsite(event_dict: EventDict) -> tuple[str, int, str] | None:
     if isinstance(path, str) and isinstance(line, int):
         return path, line, as_text(event_dict.get("func_name", ""))
     return None
-
-
-_NEVER = 1 << 62  # a level no entry reaches: no log lines
-
-
-def _level_of(method_name: str, event_dict: EventDict) -> int:
-    """The entry's level: from ``add_log_level``'s ``level`` key if there, else the method."""
-    for name in (event_dict.get("level"), method_name):
-        if isinstance(name, str):
-            level = _METHOD_LEVELS.get(name.lower())
-            if level is not None:
-                return level
-    return logging.INFO
 
 
 def _logger_name(logger: WrappedLogger, event_dict: EventDict) -> str | None:

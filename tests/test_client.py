@@ -17,7 +17,7 @@ import pytest
 
 import posthog_logging
 from posthog_logging import Client, new_context
-from posthog_logging.events import uuid7
+from posthog_logging.ids import uuid7
 from posthog_logging.server import Fault, LocalServer
 
 from .conftest import API_KEY

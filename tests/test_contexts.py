@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import posthog_logging as posthog
 from posthog_logging import contexts
 from posthog_logging.client import Client
+from posthog_logging.diagnostics import Warner
 from posthog_logging.server import LocalServer
 
 Event = dict[str, Any]
@@ -1669,7 +1670,7 @@ class TestOutsideContext:
     @pytest.fixture(autouse=True)
     def _forget_warnings(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The warning is logged once per process: start each test as if none was logged."""
-        monkeypatch.setattr(contexts, "_warned_outside", set())
+        monkeypatch.setattr(contexts, "_outside", Warner(interval=None))
 
     @pytest.mark.parametrize(
         ("name", "call"),

@@ -26,7 +26,8 @@ import pytest
 
 import posthog_logging
 from posthog_logging import client as client_module
-from posthog_logging.client import JOIN_GRACE, Client, DeliveryError
+from posthog_logging.client import JOIN_GRACE, Client
+from posthog_logging.exceptions import DeliveryError
 from posthog_logging.server import Fault, LocalServer
 from posthog_logging.stdlib import PostHogHandler
 from posthog_logging.transport import SendResult

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posthog_logging.contexts import ContextState
-from posthog_logging.events import EventBuilder, PendingEvent, uuid7
+from posthog_logging.events import EventBuilder, PendingEvent
+from posthog_logging.ids import uuid7
 from posthog_logging.serialisation import DEFAULT_REDACT_KEYS, Redactor, dumps, plain_json
 
 from .forking import fork_with_threads, needs_fork, run_in_fork

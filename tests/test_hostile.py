@@ -29,8 +29,8 @@ import pytest
 
 import posthog_logging
 from posthog_logging import Client, ContextFilter, PostHogHandler
+from posthog_logging.exceptions import UnsafeSpoolDirectory
 from posthog_logging.server import Fault, LocalServer
-from posthog_logging.spool import UnsafeSpoolDirectory
 
 from . import rawhttp
 from .conftest import API_KEY

@@ -32,7 +32,7 @@ import pytest
 
 import posthog_logging
 from posthog_logging import Client, PostHogHandler
-from posthog_logging.client import DeliveryError
+from posthog_logging.exceptions import DeliveryError
 from posthog_logging.serialisation import FILTERED
 from posthog_logging.server import LocalServer
 

@@ -27,7 +27,7 @@ import requests
 import posthog_logging
 from posthog_logging import Client, PostHogHandler
 from posthog_logging.demo import shop_session
-from posthog_logging.events import uuid7
+from posthog_logging.ids import uuid7
 from posthog_logging.server import LocalServer
 
 from .polling import wait_until

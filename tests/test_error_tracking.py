@@ -1,4 +1,4 @@
-"""Tests for posthog_logging.exceptions: the ``$exception_list`` PostHog error tracking reads.
+"""Tests for posthog_logging.error_tracking: the ``$exception_list`` PostHog error tracking reads.
 
 Unit tests of :func:`snapshot_exception` and :func:`build_exception_list`, then the same
 format end to end: ``client.capture_exception(...)`` and ``logger.exception(...)`` through
@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from posthog_logging.client import Client
-from posthog_logging.exceptions import (
+from posthog_logging.error_tracking import (
     MAX_FRAMES,
     MAX_VALUE_LENGTH,
     ExceptionSnapshot,
