@@ -38,7 +38,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-import posthog_logging.client as client_module
+import posthog_logging.delivery.backlog as backlog_module
 from posthog_logging import Client
 from posthog_logging.server import Fault, LocalServer
 
@@ -561,7 +561,7 @@ def main() -> int:
     parser.add_argument("--write-docs", action="store_true", help="update docs/reliability.md")
     args = parser.parse_args()
 
-    client_module.SPOOL_CHECK_INTERVAL = 0.5
+    backlog_module.SPOOL_CHECK_INTERVAL = 0.5
     with tempfile.TemporaryDirectory() as tmp:
         data = pathlib.Path(tmp)
         results: dict[str, Any] = {"machine": machine(), "date": dt.date.today().isoformat()}

@@ -24,7 +24,7 @@ import datetime as _dt
 from collections.abc import Mapping
 from typing import Any
 
-from . import _default
+from . import default_client
 from ._version import __version__
 from .client import Client, Stats
 from .contexts import (
@@ -79,8 +79,8 @@ debug: bool = False
 #: Send nothing from the default client.
 disabled: bool = False
 
-get_client = _default.get_client
-configure = _default.configure
+get_client = default_client.get_client
+configure = default_client.configure
 
 
 def capture(
@@ -93,7 +93,7 @@ def capture(
     uuid: str | None = None,
 ) -> str | None:
     """Capture an event with the default client. See :meth:`Client.capture`."""
-    return _default.get_client().capture(
+    return default_client.get_client().capture(
         event, properties, distinct_id=distinct_id, groups=groups, timestamp=timestamp, uuid=uuid
     )
 
@@ -105,26 +105,28 @@ def capture_exception(
     distinct_id: Any = None,
 ) -> str | None:
     """Capture an exception with the default client. See :meth:`Client.capture_exception`."""
-    return _default.get_client().capture_exception(exception, properties, distinct_id=distinct_id)
+    return default_client.get_client().capture_exception(
+        exception, properties, distinct_id=distinct_id
+    )
 
 
 def set(properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:
     """Set person properties with the default client. See :meth:`Client.set`."""
-    return _default.get_client().set(properties, distinct_id=distinct_id)
+    return default_client.get_client().set(properties, distinct_id=distinct_id)
 
 
 def set_once(properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:
     """Set person properties once with the default client. See :meth:`Client.set_once`."""
-    return _default.get_client().set_once(properties, distinct_id=distinct_id)
+    return default_client.get_client().set_once(properties, distinct_id=distinct_id)
 
 
 def flush(timeout: float | None = None) -> bool:
     """Send what the default client has queued. See :meth:`Client.flush`."""
-    client = _default.existing()
+    client = default_client.existing()
     return True if client is None else client.flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:
     """Flush and stop the default client. See :meth:`Client.shutdown`."""
-    client = _default.existing()
+    client = default_client.existing()
     return True if client is None else client.shutdown(timeout)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from . import _default
+from . import default_client
 from .client import Client
 from .contexts import identify_context, set_context_session, tag
 from .diagnostics import Warner, logger
-from .events import ExceptionInfo
+from .events import ExceptionInfo, pending_exception
 from .serialisation import DEFAULT_REDACT_KEYS, FILTERED, Redactor, as_text
 
 #: What PostHog's JavaScript SDK sends when tracing headers are on (lower-cased).
@@ -111,12 +111,14 @@ class RequestOptions:
         """Send an error that is leaving the request (once; it is re-raised after)."""
         if not self.capture_exceptions or not isinstance(exc, Exception):
             return
-        client = self.client if self.client is not None else _default.get_client()
+        client = self.client if self.client is not None else default_client.get_client()
         info = ExceptionInfo(
             chain=(), mechanism_type=kind, handled=False, level="error", source=f"python.{kind}"
         )
         try:
-            client.capture_exception_info(exc, info, None)
+            pending = pending_exception(exc, info)
+            if pending is not None:
+                client.submit(pending)
         except Exception:  # never replace the application's error with ours
             logger.debug("posthog_logging: could not capture a request error", exc_info=True)
 

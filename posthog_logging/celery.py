@@ -23,11 +23,12 @@ from typing import Any
 
 from celery import signals
 
-from . import _default
-from .client import Client, _shutdown_all
+from . import default_client
+from .client import Client
 from .contexts import current_state, identify_context, new_context, set_context_session, tag
+from .delivery.lifecycle import shutdown_all
 from .diagnostics import logger
-from .events import ExceptionInfo
+from .events import ExceptionInfo, pending_exception
 from .serialisation import to_jsonable
 
 __all__ = ["HEADER", "instrument"]
@@ -61,7 +62,7 @@ def instrument(*, client: Client | None = None, capture_exceptions: bool = True)
 
 def _client() -> Client:
     client = _settings["client"]
-    return client if client is not None else _default.get_client()
+    return client if client is not None else default_client.get_client()
 
 
 def _before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
@@ -120,13 +121,15 @@ def _task_failure(
     )
     properties = {"celery_task": getattr(sender, "name", None), "celery_task_id": task_id}
     try:
-        _client().capture_exception_info(exception, info, properties)
+        pending = pending_exception(exception, info, properties)
+        if pending is not None:
+            _client().submit(pending)
     except Exception:
         logger.debug("posthog_logging: could not capture a task failure", exc_info=True)
 
 
 def _process_shutdown(**_: Any) -> None:
-    _shutdown_all()
+    shutdown_all()
 
 
 def _carried_context(request: Any) -> dict[str, Any] | None:

@@ -32,13 +32,24 @@ class Warner:
         self.max_keys = max_keys
         self._last: dict[str, float] = {}
 
-    def warn(self, key: str, message: str, *args: Any, exc_info: bool = False) -> bool:
-        """Log ``message % args`` unless ``key`` was warned about too recently; True when
-        it was logged."""
+    def warn(
+        self,
+        key: str,
+        message: str,
+        *args: Any,
+        exc_info: bool = False,
+        level: int = logging.WARNING,
+    ) -> bool:
+        """Log ``message % args`` (at ``level``) unless ``key`` was warned about too
+        recently; True when it was logged."""
         if not self.due(key):
             return False
-        logger.warning(message, *args, exc_info=exc_info)
+        logger.log(level, message, *args, exc_info=exc_info)
         return True
+
+    def said(self, key: str) -> None:
+        """Count ``key`` as warned about just now (by other means)."""
+        self._last[key] = time.monotonic()
 
     def due(self, key: str) -> bool:
         """Whether ``key`` may be warned about now; if so, it counts as warned."""

@@ -24,19 +24,25 @@ personless event (:func:`choose_distinct_id`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import platform
 import sys
-import uuid as uuid_module
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._version import __version__
-from .contexts import ContextState
+from .contexts import ContextState, current_state
 from .diagnostics import Warner
-from .error_tracking import ExceptionSnapshot, InAppRules, build_exception_list
+from .error_tracking import (
+    ExceptionSnapshot,
+    InAppRules,
+    build_exception_list,
+    mark_captured,
+    snapshot_exception,
+)
 from .ids import format_timestamp, uuid7
 from .serialisation import (
     MAX_STRING_LENGTH,
@@ -59,7 +65,7 @@ __all__ = [
     "ExceptionInfo",
     "PendingEvent",
     "choose_distinct_id",
-    "is_wire_event",
+    "pending_exception",
 ]
 
 
@@ -79,25 +85,6 @@ def choose_distinct_id(explicit: Any, context: ContextState) -> str | None:
         if text:
             return text
     return context.distinct_id
-
-
-def is_wire_event(line: bytes) -> bool:
-    """Whether ``line`` is an event as :class:`EventBuilder` writes it (a spooled line is
-    checked again before it is sent: one that is not an event would sink its batch)."""
-    try:
-        data = json.loads(line)
-        uuid_module.UUID(data["uuid"])
-    except (ValueError, TypeError, KeyError):
-        return False
-    return (
-        type(data) is dict
-        and isinstance(data.get("event"), str)
-        and bool(data["event"])
-        and isinstance(data.get("distinct_id"), str)
-        and bool(data["distinct_id"])
-        and isinstance(data.get("properties"), dict)
-        and isinstance(data.get("timestamp"), str)
-    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +119,36 @@ class BuiltEvent:
 
     uuid: str
     payload: bytes
+
+
+def pending_exception(
+    exception: BaseException | None,
+    info: ExceptionInfo,
+    properties: dict[str, Any] | None = None,
+    *,
+    distinct_id: Any = None,
+    timestamp: float | None = None,
+    context: ContextState | None = None,
+) -> PendingEvent | None:
+    """An ``$exception`` event for ``exception``, caught as ``info`` says, taken here on
+    the caller's thread (now, in the current context, unless ``timestamp`` and
+    ``context`` say otherwise); None when there is nothing to send.
+
+    With ``exception`` given, it is marked captured (None if it already was: one
+    exception object is sent once) and its chain snapshotted; with None, ``info.chain``
+    (a snapshot taken earlier) is sent, and an empty chain means nothing is.
+    """
+    if exception is not None:
+        if not mark_captured(exception):
+            return None
+        info = dataclasses.replace(info, chain=snapshot_exception(exception))
+    if not info.chain:
+        return None
+    if timestamp is None:
+        timestamp = time.time()
+    if context is None:
+        context = current_state()
+    return PendingEvent("$exception", properties, distinct_id, context, timestamp, None, None, info)
 
 
 class DroppedEvent(Exception):

@@ -18,22 +18,23 @@ from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 
-from . import _default
-from ._bridge import (
+from . import default_client
+from .client import Client
+from .contexts import current_state
+from .entries import (
     ROUTED_KEYS,
     STAMPS,
     STRUCTLOG_RESERVED,
+    LogEntry,
+    Router,
     exception_of,
-    line_context,
-    send_entry,
     split_properties,
     stamped_context,
 )
-from .client import Client, in_finaliser, in_library_code
-from .contexts import current_state
 from .error_tracking import mark_captured, snapshot_exception
-from .levels import NEVER, parse_level
-from .otlp import PendingLog, trace_context
+from .levels import parse_level
+from .otlp import trace_context
+from .reentry import in_finaliser, in_library_code
 from .serialisation import as_text
 
 __all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
@@ -189,7 +190,7 @@ class PostHogHandler(logging.Handler):
         if client is not None and (api_key or host or client_options):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
         exception_level = parse_level(exception_level, "exception_level")
-        logs_threshold = NEVER if logs_level is None else parse_level(logs_level, "logs_level")
+        logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
         ignored = _names(ignore_loggers)
         owns_client = client is None and bool(api_key or host or client_options)
         if owns_client:
@@ -197,8 +198,9 @@ class PostHogHandler(logging.Handler):
         super().__init__(level)
         self.event_key = event_key
         self.exception_level = exception_level
-        self.logs_level = None if logs_threshold == NEVER else logs_threshold
-        self._logs_threshold = logs_threshold
+        self.logs_level = logs_level
+        self._router = Router(exception_level=exception_level, logs_level=logs_level)
+        self._logs_threshold = self._router.logs_threshold
         self.ignore_loggers = ignored
         self.structlog_event_key = structlog_event_key
         self._not_properties = _NOT_PROPERTIES | ROUTED_KEYS | {event_key}
@@ -211,12 +213,12 @@ class PostHogHandler(logging.Handler):
         self._client = client
         if owns_client:
             assert client is not None
-            _default.adopt(client)
+            default_client.adopt(client)
 
     @property
     def client(self) -> Client:
         """The client events go to (the default client unless one was given)."""
-        return self._client if self._client is not None else _default.get_client()
+        return self._client if self._client is not None else default_client.get_client()
 
     def _is_ignored(self, name: str) -> bool:
         ignored = self._ignored.get(name)
@@ -236,15 +238,12 @@ class PostHogHandler(logging.Handler):
         """
         d = record.__dict__
         try:
-            if (
-                not d.get(self.event_key)
-                and record.levelno < self._logs_threshold
-                and not (
-                    record.levelno >= self.exception_level
-                    and (record.exc_info or d.get("posthog_exception"))
-                )
-                # one more check for the records left: an entry structlog wrapped for logging?
-                and (type(record.msg) is not dict or not self._structlog_entry_to_send(record))
+            if not self._router.wants(
+                d.get(self.event_key),
+                record.levelno,
+                record.exc_info or d.get("posthog_exception"),
+            ) and (  # one more check for the records left: an entry structlog wrapped?
+                type(record.msg) is not dict or not self._structlog_entry_to_send(record)
             ):
                 return False
         except Exception:  # a marker whose truth cannot be told, say
@@ -254,16 +253,6 @@ class PostHogHandler(logging.Handler):
         if ignored is None:
             ignored = self._is_ignored(record.name)
         if ignored:
-            return False
-        if in_library_code() and not in_finaliser():
-            # Logged on a thread of the library's own (its HTTP stack, say) or by a hook it
-            # calls (before_send, on_error) or a property's __str__: not sent, since a hook
-            # that logs for every event would feed a loop; counted.
-            self._drop(
-                "in_library_code",
-                f"a record of logger {record.name!r} was logged on the library's own "
-                "thread (by before_send, on_error or a __str__); not sent",
-            )
             return False
         result: Any = True
         if self.filters:
@@ -285,7 +274,11 @@ class PostHogHandler(logging.Handler):
         """
         guard = self._guard
         if guard.busy:
-            if guard.draining:
+            if in_library_code() and not in_finaliser():
+                # Logged by a hook the emit reached (before_send in sync_mode, say): see
+                # Router.route. Not deferred: once deferred it would look like the app's.
+                self._drop("in_library_code", "a record logged by a hook the library called")
+            elif guard.draining:
                 self._drop("reentrant", "a record logged while a deferred one was sent")
             else:
                 if guard.deferred is None:
@@ -320,7 +313,7 @@ class PostHogHandler(logging.Handler):
     def _drop(self, reason: str, message: str) -> None:
         """Count a record that was not sent (never raises)."""
         with contextlib.suppress(Exception):
-            self.client._drop(reason, message)
+            self.client.count_drop(reason, message)
 
     def _structlog_entry_to_send(self, record: logging.LogRecord) -> bool:
         entry: dict[str, Any] = record.msg  # type: ignore[assignment]
@@ -332,130 +325,66 @@ class PostHogHandler(logging.Handler):
     def _emit(self, record: logging.LogRecord) -> None:
         d = record.__dict__
         if type(record.msg) is dict and "_logger" in d:
-            if self._structlog_entry_to_send(record):
-                self._emit_structlog(record, record.msg)
-            if record.levelno >= self._logs_threshold:
-                self._emit_structlog_line(record, record.msg)
-            return
-        if d.get(self.event_key) or (
-            record.levelno >= self.exception_level
-            and (record.exc_info or d.get("posthog_exception"))
-        ):
-            self._emit_record(record, d)
-        if record.levelno >= self._logs_threshold:
-            self._emit_log_line(record, d)
+            entry = self._structlog_entry(record, record.msg)
+        else:
+            entry = self._record_entry(record, d)
+        self._router.route(self._client or default_client.get_client(), entry)
 
-    def _emit_log_line(self, record: logging.LogRecord, d: dict[str, Any]) -> None:
-        """The record as a line for PostHog Logs."""
-        properties, distinct_id, _ = _record_properties(d, self._not_properties)
-        exc_info = record.exc_info
-        snapshot = d.get("posthog_exception") or None
-        if snapshot is None and exc_info and exc_info[1] is not None:
-            snapshot = snapshot_exception(exc_info[1])
-        body = d.get("posthog_message") or _message(record)
-        self._send_line(record, d, body, properties, distinct_id, snapshot)
-
-    def _send_line(
-        self,
-        record: logging.LogRecord,
-        entry: dict[str, Any],
-        body: str,
-        attributes: dict[str, Any] | None,
-        distinct_id: Any,
-        snapshot: tuple[Any, ...] | None,
-    ) -> None:
-        """Queue a line: what the record says of where and when, with ``entry``'s
-        context (stamped where it was logged, or the current one)."""
-        self.client.capture_log(
-            PendingLog(
-                time=record.created,
-                levelno=record.levelno,
-                level_name=record.levelname,
-                body=body,
-                attributes=attributes,
-                logger_name=record.name,
-                context=line_context(entry, distinct_id),
-                code=(record.pathname, record.lineno, record.funcName),
-                thread=(record.thread, record.threadName),
-                trace=_trace_of(record.__dict__),
-                exception=snapshot,
-            )
-        )
-
-    def _emit_structlog_line(self, record: logging.LogRecord, entry: dict[str, Any]) -> None:
-        """An entry structlog wrapped for logging, as a line for PostHog Logs."""
-        properties, distinct_id, _ = split_properties(entry, self._not_structlog_properties)
-        exception = exception_of(entry.get("exc_info"))
-        snapshot = None if exception is None else snapshot_exception(exception)
-        body = as_text(entry.get("event", ""))
-        self._send_line(record, entry, body, properties, distinct_id, snapshot)
-
-    def _emit_record(self, record: logging.LogRecord, d: dict[str, Any]) -> None:
-        """The record as an event and an ``$exception`` event, as far as it is either."""
+    def _record_entry(self, record: logging.LogRecord, d: dict[str, Any]) -> LogEntry:
+        """What the record says: its marker, extras, context stamp and exception."""
         marker = d.get(self.event_key)
         name = None
         if marker:
-            name = (
-                marker
-                if isinstance(marker, str)
-                else d.get("posthog_event_name") or as_text(record.msg)
-            )
+            if isinstance(marker, str):
+                name = marker
+            else:  # the message template, as ContextFilter kept it behind a QueueHandler
+                name = d.get("posthog_event_name") or as_text(record.msg)
         properties, distinct_id, groups = _record_properties(d, self._not_properties)
-        stamped = d.get("posthog_exception")
         exc_info = record.exc_info
-        client = self._client or _default.get_client()
-        if name and stamped is None and not (exc_info and record.levelno >= self.exception_level):
-            # The common case, an event and nothing else, without the general path's work.
-            client._capture(
-                name,
-                properties,
-                distinct_id,
-                groups,
-                record.created,
-                None,
-                None,
-                stamped_context(d),
-            )
-            return
-        send_entry(
-            client,
-            name=name,
-            properties=properties,
-            distinct_id=distinct_id,
-            groups=groups,
-            created=record.created,
-            context=stamped_context(d),
-            levelno=record.levelno,
-            exception_level=self.exception_level,
-            exception=exc_info[1] if exc_info else None,
-            snapshot=stamped,
-            message=lambda: d.get("posthog_message") or _message(record),
-            logger_name=record.name,
-            source="python.logging",
+        line = record.levelno >= self._logs_threshold  # only a line needs where and how
+        return LogEntry(
+            record.created,
+            record.levelno,
+            record.levelname,
+            record.name,
+            name,
+            properties,
+            distinct_id,
+            groups,
+            stamped_context(d),
+            lambda: d.get("posthog_message") or _message(record),
+            exc_info[1] if exc_info else None,
+            d.get("posthog_exception"),
+            "python.logging",
+            (record.pathname, record.lineno, record.funcName) if line else None,
+            (record.thread, record.threadName) if line else None,
+            _trace_of(d) if line else None,
         )
 
-    def _emit_structlog(self, record: logging.LogRecord, entry: dict[str, Any]) -> None:
+    def _structlog_entry(self, record: logging.LogRecord, entry: dict[str, Any]) -> LogEntry:
         """An entry structlog wrapped for logging: its dict holds what extras would."""
         marker = entry.get(self.structlog_event_key)
         name = None
         if marker:
             name = marker if isinstance(marker, str) else as_text(entry.get("event", ""))
         properties, distinct_id, groups = split_properties(entry, self._not_structlog_properties)
-        send_entry(
-            self.client,
-            name=name,
-            properties=properties,
-            distinct_id=distinct_id,
-            groups=groups,
-            created=record.created,
-            context=stamped_context(entry),
-            levelno=record.levelno,
-            exception_level=self.exception_level,
-            exception=exception_of(entry.get("exc_info")),
-            snapshot=None,
-            message=lambda: as_text(entry.get("event", "")),
-            logger_name=record.name,
-            source="python.structlog",
+        return LogEntry(
+            record.created,
+            record.levelno,
+            record.levelname,
+            record.name,
+            name,
+            properties,
+            distinct_id,
+            groups,
+            stamped_context(entry),
+            lambda: as_text(entry.get("event", "")),
+            exception_of(entry.get("exc_info")),
+            None,
+            "python.structlog",
+            (record.pathname, record.lineno, record.funcName),
+            (record.thread, record.threadName),
+            _trace_of(record.__dict__),
         )
 
     def flush(self) -> None:

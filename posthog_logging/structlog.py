@@ -26,7 +26,6 @@ Importing this module needs structlog (``pip install 'posthog-logging[structlog]
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from typing import Any
@@ -39,22 +38,21 @@ except ImportError as exc:  # pragma: no cover - exercised without structlog ins
         "posthog_logging.structlog needs structlog: pip install 'posthog-logging[structlog]'"
     ) from exc
 
-from . import _default
-from ._bridge import (
+from . import default_client
+from .client import Client
+from .contexts import current_state
+from .entries import (
     ROUTED_KEYS,
     STAMPS,
     STRUCTLOG_RESERVED,
+    LogEntry,
+    Router,
     exception_of,
-    line_context,
-    send_entry,
     split_properties,
     stamped_context,
 )
-from .client import Client, in_finaliser, in_library_code
-from .contexts import current_state
-from .error_tracking import snapshot_exception
-from .levels import NEVER, entry_level, parse_level
-from .otlp import PendingLog, trace_context
+from .levels import NEVER, entry_level, level_name, parse_level
+from .otlp import trace_context
 from .serialisation import as_text
 
 __all__ = ["PostHogProcessor", "merge_posthog_context"]
@@ -105,8 +103,8 @@ class PostHogProcessor:
 
     __slots__ = (
         "_client",
-        "_logs_threshold",
         "_not_properties",
+        "_router",
         "event_key",
         "exception_level",
         "logs_level",
@@ -128,7 +126,7 @@ class PostHogProcessor:
         self.event_key = event_key
         self.exception_level = parse_level(exception_level, "exception_level")
         self.logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
-        self._logs_threshold = NEVER if self.logs_level is None else self.logs_level
+        self._router = Router(exception_level=self.exception_level, logs_level=self.logs_level)
         self._not_properties = STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {event_key}
 
     def __repr__(self) -> str:
@@ -137,42 +135,35 @@ class PostHogProcessor:
     @property
     def client(self) -> Client:
         """The client events go to (the default client unless one was given)."""
-        return self._client if self._client is not None else _default.get_client()
+        return self._client if self._client is not None else default_client.get_client()
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         try:
             marker = event_dict.pop(self.event_key, None)
             exc_info = event_dict.get("exc_info")
-            if not marker and not exc_info and self._logs_threshold == NEVER:
+            if not marker and not exc_info and self._router.logs_threshold == NEVER:
                 return event_dict
             levelno = entry_level(method_name, event_dict)
-            as_event = marker or (exc_info and levelno >= self.exception_level)
-            as_line = levelno >= self._logs_threshold
-            if (as_event or as_line) and in_library_code() and not in_finaliser():
-                # See PostHogHandler.handle: never sent from there, for fear of a loop.
-                self.client._drop(
-                    "in_library_code",
-                    "a structlog entry was logged on the library's own thread (by "
-                    "before_send, on_error or a __str__); not sent",
-                )
-                return event_dict
-            if as_event:
-                self._send(logger, marker, levelno, exc_info, event_dict)
-            if as_line:
-                self._send_line(logger, levelno, exc_info, event_dict)
+            if self._router.wants(marker, levelno, exc_info):
+                entry = self._entry(logger, marker, levelno, exc_info, event_dict)
+                self._router.route(self.client, entry)
         except Exception:
             with contextlib.suppress(Exception):  # even counting failed: stay silent
-                self.client._drop("handler_error", "a structlog entry could not become an event")
+                self.client.count_drop(
+                    "handler_error", "a structlog entry could not become an event"
+                )
         return event_dict
 
-    def _send(
+    def _entry(
         self,
         logger: WrappedLogger,
         marker: Any,
         levelno: int,
         exc_info: Any,
         event_dict: EventDict,
-    ) -> None:
+    ) -> LogEntry:
+        """What the entry says: its marker, keys (bound ones and context variables
+        included), context stamp and exception."""
         entry = event_dict
         bound = structlog.contextvars.get_contextvars()
         if bound:  # context variables are properties even when not merged into the entry
@@ -181,62 +172,25 @@ class PostHogProcessor:
         name = None
         if marker:
             name = marker if isinstance(marker, str) else as_text(event_dict.get("event", ""))
-        client = self.client
-        if name and not (exc_info and levelno >= self.exception_level):
-            # The common case, an event and nothing else, without the general path's work.
-            client._capture(
-                name,
-                properties,
-                distinct_id,
-                groups,
-                time.time(),
-                None,
-                None,
-                stamped_context(event_dict),
-            )
-            return
-        send_entry(
-            client,
-            name=name,
-            properties=properties,
-            distinct_id=distinct_id,
-            groups=groups,
-            created=time.time(),
-            context=stamped_context(event_dict),
-            levelno=levelno,
-            exception_level=self.exception_level,
-            exception=exception_of(exc_info) if exc_info else None,
-            snapshot=None,
-            message=lambda: as_text(event_dict.get("event", "")),
-            logger_name=_logger_name(logger, event_dict),
-            source="python.structlog",
-        )
-
-    def _send_line(
-        self, logger: WrappedLogger, levelno: int, exc_info: Any, event_dict: EventDict
-    ) -> None:
-        """The entry as a line for PostHog Logs."""
-        entry = event_dict
-        bound = structlog.contextvars.get_contextvars()
-        if bound:
-            entry = {**bound, **event_dict}
-        attributes, distinct_id, _ = split_properties(entry, self._not_properties)
-        exception = exception_of(exc_info) if exc_info else None
-        thread = threading.current_thread()
-        self.client.capture_log(
-            PendingLog(
-                time=time.time(),
-                levelno=levelno,
-                level_name=logging.getLevelName(levelno),
-                body=as_text(event_dict.get("event", "")),
-                attributes=attributes,
-                logger_name=_logger_name(logger, event_dict),
-                context=line_context(event_dict, distinct_id),
-                code=_callsite(event_dict),
-                thread=(thread.ident, thread.name),
-                trace=trace_context(),
-                exception=None if exception is None else snapshot_exception(exception),
-            )
+        line = levelno >= self._router.logs_threshold  # only a line needs where and how
+        thread = threading.current_thread() if line else None
+        return LogEntry(
+            time.time(),
+            levelno,
+            level_name(levelno),
+            _logger_name(logger, event_dict) if line or exc_info else None,
+            name,
+            properties,
+            distinct_id,
+            groups,
+            stamped_context(event_dict),
+            lambda: as_text(event_dict.get("event", "")),
+            exception_of(exc_info) if exc_info else None,
+            None,
+            "python.structlog",
+            _callsite(event_dict) if line else None,
+            None if thread is None else (thread.ident, thread.name),
+            trace_context() if line else None,
         )
 
 

@@ -16,8 +16,12 @@ With another test runner, use :func:`capture_events`::
 
 While capturing, every client (the default one, those of handlers and processors, and
 those made meanwhile) sends its batches here instead of over HTTP, even without an API
-key. What is recorded is exactly what would go on the wire: after contexts, super
-properties, redaction and ``before_send``, as the JSON PostHog would receive.
+key: :class:`CapturedEvents` is an in-memory
+:class:`~posthog_logging.delivery.Transport`, installed through
+:func:`posthog_logging.delivery.redirected`. What is recorded is exactly what would go
+on the wire: after contexts, super properties, redaction and ``before_send``, as the
+JSON PostHog would receive. A single client can also be given one:
+``Client(transport=CapturedEvents())``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from . import client as client_module
-from .transport import EVENTS, SendResult
+from .delivery import lifecycle
+from .delivery.kinds import EVENTS, Kind
+from .delivery.transport import SendResult
 
 __all__ = ["CapturedEvents", "capture_events"]
 
@@ -50,18 +55,21 @@ class CapturedEvents:
         self._logs: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def send(
-        self,
-        events: Sequence[bytes],
-        sent_at: str,
-        timeout: float | None = None,
-        kind: str = EVENTS,
-    ) -> SendResult:
+    def send(self, records: Sequence[bytes], kind: Kind, timeout: float) -> SendResult:
         """Take a batch where a transport would post it (the clients call this)."""
-        parsed = [json.loads(event) for event in events]
+        parsed = [json.loads(record) for record in records]
         with self._lock:
-            (self._events if kind == EVENTS else self._logs).extend(parsed)
+            (self._events if kind is EVENTS else self._logs).extend(parsed)
         return SendResult(status=200)
+
+    def abort(self) -> None:
+        """Nothing is ever in flight here."""
+
+    def close(self) -> None:
+        """Nothing to let go of."""
+
+    def reset_after_fork(self) -> None:
+        """A forked child keeps what was captured before the fork."""
 
     @property
     def logs(self) -> list[dict[str, Any]]:
@@ -174,19 +182,16 @@ def capture_events() -> Iterator[CapturedEvents]:
     inside it.
     """
     recorder = CapturedEvents()
-    previous = client_module._recorder
-    if previous is not None:
+    outer = lifecycle.redirection()
+    if outer is not None:
         _flush_all()  # what an outer block captured so far stays the outer block's
-    client_module._recorder = recorder
-    try:
-        if previous is None:
+    with lifecycle.redirected(recorder):
+        if outer is None:
             recorder.clear()  # what was queued before belongs to nobody: discarded
         yield recorder
         _flush_all()
-    finally:
-        client_module._recorder = previous
 
 
 def _flush_all() -> None:
-    for client in list(client_module._clients):
-        client.flush(FLUSH_TIMEOUT)
+    for sender in lifecycle.live():
+        sender.flush(FLUSH_TIMEOUT)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import settings
 
 import posthog_logging
-from posthog_logging import _default
+from posthog_logging import default_client as defaults
 from posthog_logging.client import Client
 from posthog_logging.server import LocalServer
 from posthog_logging.stdlib import PostHogHandler
@@ -37,9 +37,9 @@ def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    _default.reset()
+    defaults.reset()
     yield
-    _default.reset()
+    defaults.reset()
     for attr, value in (("api_key", None), ("host", None), ("debug", False), ("disabled", False)):
         setattr(posthog_logging, attr, value)
     root.handlers[:] = handlers
@@ -82,7 +82,7 @@ def client(make_client: Callable[..., Client]) -> Client:
 def default_client(server: LocalServer) -> Iterator[Client]:
     """The module-level default client, configured to send to ``server``."""
     yield posthog_logging.configure(api_key=API_KEY, host=server.url, flush_interval=0.05)
-    _default.reset()  # while the server still runs: nothing waits for a deadline
+    defaults.reset()  # while the server still runs: nothing waits for a deadline
 
 
 @pytest.fixture

@@ -278,7 +278,7 @@ class TestBatching:
             assert client.flush(5)
         assert len(server.wait_for_events(15)) == 15
         assert len([r for r in server.requests if r.path.startswith("/batch")]) >= 3
-        session = client._transport._session
+        session = client._sender.transport._session
         assert session is not None
         pools = session.get_adapter(server.url).poolmanager.pools
         keys = pools.keys()  # urllib3 refuses plain iteration of this container
@@ -366,7 +366,7 @@ class TestConfiguration:
     def test_repr_hides_key(self, client: Client) -> None:
         """The API key is never in repr()."""
         assert API_KEY not in repr(client)
-        assert API_KEY not in repr(client._transport)
+        assert API_KEY not in repr(client._sender.transport)
 
 
 class TestRefusedByTheLocalServer:

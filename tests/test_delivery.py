@@ -25,12 +25,14 @@ from typing import Any
 import pytest
 
 import posthog_logging
-from posthog_logging import client as client_module
-from posthog_logging.client import JOIN_GRACE, Client
+from posthog_logging.client import Client
+from posthog_logging.delivery import retry as retry_module
+from posthog_logging.delivery.kinds import Kind
+from posthog_logging.delivery.sender import JOIN_GRACE
+from posthog_logging.delivery.transport import SendResult
 from posthog_logging.exceptions import DeliveryError
 from posthog_logging.server import Fault, LocalServer
 from posthog_logging.stdlib import PostHogHandler
-from posthog_logging.transport import SendResult
 
 from .conftest import API_KEY
 from .polling import wait_until
@@ -58,18 +60,25 @@ class SendSpy:
     def __init__(self, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
         self.attempts: list[Attempt] = []
         self.started = 0  # requests begun, answered or not
-        self._send = client._transport.send
-        monkeypatch.setattr(client._transport, "send", self)
+        self._transport = client._sender.transport
+        client.use_transport(self)  # a Transport wrapping the client's own
 
-    def __call__(
-        self, events: Any, sent_at: str, timeout: float | None = None, kind: str = "events"
-    ) -> SendResult:
+    def send(self, records: Any, kind: Kind, timeout: float) -> SendResult:
         start, wall = time.monotonic(), time.time()
         self.started += 1
-        result = self._send(events, sent_at, timeout, kind)
-        parsed = [json.loads(e) for e in events]
+        result = self._transport.send(records, kind, timeout)
+        parsed = [json.loads(e) for e in records]
         self.attempts.append(Attempt(parsed, start, time.monotonic(), wall, result))
         return result
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def reset_after_fork(self) -> None:
+        self._transport.reset_after_fork()
 
 
 def faults_and_statuses(server: LocalServer) -> list[tuple[int, str | None]]:
@@ -97,7 +106,7 @@ def _no_stray_library_logger_state() -> Iterator[None]:
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backoff steps of 0.1 s, 0.2 s, ...: retries come quickly in tests not about backoff."""
-    monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(retry_module, "BACKOFF_BASE", 0.05)
 
 
 class Outage:
@@ -253,7 +262,7 @@ class TestRetryTiming:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """A Retry-After longer than the cap is cut to the cap, not obeyed for an hour."""
-        monkeypatch.setattr(client_module, "RETRY_AFTER_CAP", 0.3)
+        monkeypatch.setattr(retry_module, "RETRY_AFTER_CAP", 0.3)
         client = make_client(max_retries=3)
         spy = SendSpy(client, monkeypatch)
         server.inject(Fault(status=429, headers={"Retry-After": "3600"}))
@@ -279,9 +288,9 @@ class TestRetryTiming:
                 drawn.append((low, high))
                 return high
 
-        monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.05)
-        monkeypatch.setattr(client_module, "BACKOFF_CAP", 0.15)
-        monkeypatch.setattr(client_module, "random", HighestJitter)
+        monkeypatch.setattr(retry_module, "BACKOFF_BASE", 0.05)
+        monkeypatch.setattr(retry_module, "BACKOFF_CAP", 0.15)
+        monkeypatch.setattr(retry_module, "random", HighestJitter)
         errors: list[tuple[Exception, list[dict[str, Any]]]] = []
         client = make_client(
             max_retries=3,
@@ -498,7 +507,7 @@ class TestBoundedMemory:
         assert building.wait(10)
         results = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(200)]
         proceed.set()
-        wait_until(lambda: not client._queue, what="the sender to take every event")
+        wait_until(lambda: not client._sender.intake.items, what="the sender to take every event")
         accepted = 1 + len(results) - results.count(None)
         try:
             assert accepted <= 100
@@ -519,15 +528,15 @@ class TestBoundedMemory:
 
         def all_taken() -> bool:
             nonlocal most_bytes
-            most_bytes = max(most_bytes, client._memory_bytes)
+            most_bytes = max(most_bytes, client._sender.backlog.bytes)
             stats = client.stats
-            return not client._queue and stats.pending + stats.dropped_total == 60
+            return not client._sender.intake.items and stats.pending + stats.dropped_total == 60
 
         wait_until(all_taken, what="the sender to take every event")
         stats = client.stats
         assert stats.dropped["queue_full"] > 0
         assert stats.dropped_total == stats.dropped["queue_full"]
-        assert max(most_bytes, client._memory_bytes) <= client.max_queue_bytes
+        assert max(most_bytes, client._sender.backlog.bytes) <= client.max_queue_bytes
         assert stats.pending * 10_000 <= 200_000
         client.shutdown(0.2)
 
@@ -553,7 +562,7 @@ class TestBoundedMemory:
         blob = "x" * 10_000
         for i in range(200):
             assert client.capture("upload", {"i": i, "blob": blob}, distinct_id="u1")
-        wait_until(lambda: not client._queue, what="the sender to take every event")
+        wait_until(lambda: not client._sender.intake.items, what="the sender to take every event")
         stats = client.stats
         assert stats.pending + stats.dropped["queue_full"] == 200
         assert stats.pending <= 20  # what fits in 200 kB
@@ -709,7 +718,7 @@ class TestDeadlines:
         finally:
             outage.end()
         wait_until(lambda: spy.attempts, timeout=8, what="the request to be answered")
-        thread = client._thread
+        thread = client._sender.thread
         assert thread is not None
         thread.join(5)
         stats = client.stats
@@ -734,8 +743,11 @@ class TestDeadlines:
             for i in range(3_010):
                 client.capture("step", {"i": i}, distinct_id="u1")
             wait_until(lambda: spy.started >= 1, what="the request to start")
-            wait_until(lambda: not client._queue, what="the sender to build during the request")
-            assert spy.started == 1 and client._memory_events == 3_010
+            wait_until(
+                lambda: not client._sender.intake.items,
+                what="the sender to build during the request",
+            )
+            assert spy.started == 1 and client._sender.backlog.records == 3_010
             started = time.monotonic()
             assert client.shutdown(1.0) is False
             took = time.monotonic() - started
@@ -745,7 +757,7 @@ class TestDeadlines:
         stats = client.stats
         assert stats.sent + stats.failed + stats.dropped_total == 3_010, stats
         wait_until(lambda: spy.attempts, timeout=8, what="the request to be answered")
-        thread = client._thread
+        thread = client._sender.thread
         assert thread is not None
         thread.join(5)
         stats = client.stats
@@ -880,7 +892,8 @@ class TestSenderBug:
     ) -> None:
         """A bug in the sender's loop is logged (once), never kills it: events still go."""
         client = make_client()
-        real = client._send_due
+        sender = client._sender
+        real = sender._send_due
         failures = {"left": 5}
 
         def flaky() -> None:
@@ -889,11 +902,11 @@ class TestSenderBug:
                 raise RuntimeError("a bug in the sender")
             real()
 
-        monkeypatch.setattr(client, "_send_due", flaky)
+        monkeypatch.setattr(sender, "_send_due", flaky)
         with caplog.at_level(logging.ERROR, logger="posthog_logging"):
             client.capture("still_sent", distinct_id="u1")
             server.wait_for_events(1, timeout=15, event="still_sent")
         assert failures["left"] == 0
         logged = [r for r in caplog.records if "unexpected error in the sender" in r.getMessage()]
         assert len(logged) == 1
-        assert client._thread is not None and client._thread.is_alive()
+        assert client._sender.thread is not None and client._sender.thread.is_alive()

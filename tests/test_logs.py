@@ -37,10 +37,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import posthog_logging
-from posthog_logging import transport as transport_module
-from posthog_logging.client import JOIN_GRACE, Client
+from posthog_logging.client import Client
 from posthog_logging.contexts import ContextState
-from posthog_logging.otlp import LogBuilder, PendingLog, logs_body
+from posthog_logging.delivery.kinds import LOGS
+from posthog_logging.delivery.sender import JOIN_GRACE
+from posthog_logging.otlp import LogBuilder, PendingLog
 from posthog_logging.server import Fault, LocalServer
 from posthog_logging.stdlib import ContextFilter, PostHogHandler
 
@@ -91,12 +92,13 @@ class Wire:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self._lock = threading.Lock()
+        self._request = LOGS.request
 
-    def __call__(self, records: Any, service_name: str) -> bytes:
-        body = logs_body(records, service_name)
+    def __call__(self, records: Any, *, api_key: str, service_name: str) -> Any:
+        body, headers = self._request(records, api_key=api_key, service_name=service_name)
         with self._lock:
             self.bodies.append(body)
-        return body
+        return body, headers
 
     def records(self) -> list[dict[str, Any]]:
         """Every log record sent, as JSON (a retried record appears once per attempt)."""
@@ -119,7 +121,7 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
     down is checked too.
     """
     recorder = Wire()
-    monkeypatch.setattr(transport_module, "logs_body", recorder)
+    monkeypatch.setattr(LOGS, "request", recorder)
     yield recorder
     for n, body in enumerate(recorder.bodies):
         try:
@@ -807,7 +809,9 @@ class TestConformance:
             code=(__file__, 1, "fuzz"),
             thread=(1, "MainThread"),
         )
-        data = logs_body([LogBuilder().build(pending)], "fuzz-service")
+        data, _ = LOGS.request(
+            [LogBuilder().build(pending)], api_key=API_KEY, service_name="fuzz-service"
+        )
         [record] = otlp_parse(data).resource_logs[0].scope_logs[0].log_records
         assert 1 <= record.severity_number <= 24
         answer = post_logs(server, data)

@@ -27,7 +27,7 @@ import pytest
 import requests
 
 import posthog_logging
-from posthog_logging import Client, _default
+from posthog_logging import Client, default_client
 from posthog_logging.server import LocalServer
 
 from . import _process_workers as workers
@@ -337,7 +337,7 @@ class TestMultiprocessingForkInherited:
             assert server.events(event="parent_pending") == []
             assert posthog_logging.flush(5)
         finally:
-            _default.reset()  # while the server runs
+            default_client.reset()  # while the server runs
         events = assert_each_sent_once(server)
         assert uuids_of(events, "parent_pending") == Counter(pending)
         assert len(events) == 28

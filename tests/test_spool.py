@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,9 +27,10 @@ from typing import Any
 import pytest
 
 from posthog_logging import Client
-from posthog_logging import client as client_module
+from posthog_logging.delivery import backlog as backlog_module
+from posthog_logging.delivery.kinds import EVENTS
+from posthog_logging.delivery.spool import Spool, SpoolStats, frame, parse
 from posthog_logging.server import Fault, LocalServer
-from posthog_logging.spool import Spool, SpoolStats, _frame, _parse
 
 from .conftest import API_KEY
 from .forking import fork_with_threads, needs_fork, run_in_fork
@@ -182,7 +184,7 @@ def spool_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 @pytest.fixture
 def fast_spool_checks(monkeypatch: pytest.MonkeyPatch) -> float:
     """Running clients look for spooled segments every 0.1 s instead of every 5 s."""
-    monkeypatch.setattr(client_module, "SPOOL_CHECK_INTERVAL", 0.1)
+    monkeypatch.setattr(backlog_module, "SPOOL_CHECK_INTERVAL", 0.1)
     return 0.1
 
 
@@ -204,7 +206,17 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def event(i: int, pad: int = 0) -> bytes:
-    return json.dumps({"event": "unit", "uuid": f"u-{i}", "pad": "x" * pad}).encode()
+    """An event's JSON as the library writes it (the spool checks what it reads back)."""
+    return json.dumps(
+        {
+            "event": "unit",
+            "distinct_id": "u",
+            "properties": {"pad": "x" * pad} if pad else {},
+            "timestamp": "t",
+            "uuid": str(uuid.UUID(int=i)),
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def new_spool(directory: pathlib.Path, **options: Any) -> Spool:
@@ -218,11 +230,11 @@ class TestSpoolUnit:
     def test_write_claim_remove(self, tmp_path: pathlib.Path) -> None:
         """Written events come back in order from a claim; remove deletes the segment."""
         writer = new_spool(tmp_path / "d")
-        assert writer.write([event(1), event(2)]) == SpoolStats()
-        writer.write([event(3)])
+        assert writer.write([event(1), event(2)], EVENTS) == SpoolStats()
+        writer.write([event(3)], EVENTS)
         [(path, size)] = writer.segments()
         assert SEGMENT_NAME.fullmatch(path.name)
-        assert path.read_bytes() == b"".join(_frame(event(i)) for i in (1, 2, 3))
+        assert path.read_bytes() == b"".join(frame(event(i)) for i in (1, 2, 3))
         assert size == path.stat().st_size
         assert not writer.has_segments()  # only its own open segment
         assert writer.claim(SpoolStats()) is None
@@ -232,7 +244,7 @@ class TestSpoolUnit:
         stats = SpoolStats()
         segment = writer.claim(stats)
         assert segment is not None
-        assert segment.events == [event(1), event(2), event(3)]
+        assert segment.records[EVENTS] == [event(1), event(2), event(3)]
         assert stats == SpoolStats()
         segment.remove()
         assert not path.exists()
@@ -241,7 +253,7 @@ class TestSpoolUnit:
     def test_open_and_claimed_segments_are_locked(self, tmp_path: pathlib.Path) -> None:
         """Another spool cannot claim an open or claimed segment; release gives it back."""
         writer, other = new_spool(tmp_path / "d"), new_spool(tmp_path / "d")
-        writer.write([event(1)])
+        writer.write([event(1)], EVENTS)
         assert other.has_segments()
         assert other.claim(SpoolStats()) is None  # still being written
         writer.close()
@@ -251,46 +263,46 @@ class TestSpoolUnit:
         segment.release()
         again = writer.claim(SpoolStats())
         assert again is not None and again.path == segment.path
-        assert again.events == [event(1)]
+        assert again.records[EVENTS] == [event(1)]
         again.remove()
 
     def test_rotation_at_segment_bytes(self, tmp_path: pathlib.Path) -> None:
         """Past segment_bytes a new segment starts; claims go oldest first, in order."""
         spool = new_spool(tmp_path / "d", segment_bytes=300)
-        frame = len(_frame(event(0)))
+        framed = len(frame(event(0)))
         for i in range(20):
-            spool.write([event(i)])
+            spool.write([event(i)], EVENTS)
         spool.close()
         sizes = [size for _, size in spool.segments()]
-        assert len(sizes) == -(-20 // (300 // frame)) and all(size <= 300 for size in sizes)
+        assert len(sizes) == -(-20 // (300 // framed)) and all(size <= 300 for size in sizes)
         replayed = []
         while (segment := spool.claim(SpoolStats())) is not None:
-            replayed += segment.events
+            replayed += segment.records[EVENTS]
             segment.remove()
         assert replayed == [event(i) for i in range(20)]
 
     def test_max_bytes_deletes_oldest_segments(self, tmp_path: pathlib.Path) -> None:
         """Over max_bytes the oldest segments go and their events are counted."""
         spool = new_spool(tmp_path / "d", max_bytes=2000)  # segments of 500 bytes
-        frame = len(_frame(event(0, pad=60)))
+        framed = len(frame(event(0, pad=60)))
         dropped = 0
         for i in range(100):
-            dropped += spool.write([event(i, pad=60)]).dropped_full
+            dropped += spool.write([event(i, pad=60)], EVENTS).dropped_full
             assert bytes_on_disk(tmp_path / "d") <= 2000
         assert dropped > 0
         spool.close()
         survivors = []
         while (segment := spool.claim(SpoolStats())) is not None:
-            survivors += segment.events
+            survivors += segment.records[EVENTS]
             segment.remove()
-        assert len(survivors) * frame <= 2000
+        assert len(survivors) * framed <= 2000
         assert survivors == [event(i, pad=60) for i in range(dropped, 100)]
 
     def test_write_larger_than_max_bytes_is_refused(self, tmp_path: pathlib.Path) -> None:
         """A batch that can never fit is refused whole, and nothing is deleted for it."""
         spool = new_spool(tmp_path / "d", max_bytes=1000)
-        spool.write([event(1)])
-        outcome = spool.write([event(i, pad=100) for i in range(10)])
+        spool.write([event(1)], EVENTS)
+        outcome = spool.write([event(i, pad=100) for i in range(10)], EVENTS)
         assert outcome == SpoolStats(refused=10)
         assert lines_on_disk(tmp_path / "d") == 1
 
@@ -298,19 +310,19 @@ class TestSpoolUnit:
         """Room is never made by deleting a segment another spool holds: the batch is refused."""
         holder = new_spool(tmp_path / "d", max_bytes=1000)
         writer = new_spool(tmp_path / "d", max_bytes=1000)
-        holder.write([event(i, pad=40) for i in range(8)])  # open and locked
+        holder.write([event(i) for i in range(8)], EVENTS)  # open and locked
         held = bytes_on_disk(tmp_path / "d")
         incoming = [event(99, pad=1000 - held)]
-        assert held + len(_frame(incoming[0])) > 1000
-        assert writer.write(incoming) == SpoolStats(refused=1)
+        assert held + len(frame(incoming[0])) > 1000
+        assert writer.write(incoming, EVENTS) == SpoolStats(refused=1)
         assert lines_on_disk(tmp_path / "d") == 8
         holder.close()  # no longer held: now the oldest can go
-        assert writer.write(incoming) == SpoolStats(dropped_full=8)
+        assert writer.write(incoming, EVENTS) == SpoolStats(dropped_full=8)
         assert lines_on_disk(tmp_path / "d") == 1
 
     def test_other_key_or_host_sees_nothing(self, tmp_path: pathlib.Path) -> None:
         """Segments are per host and key: spools of another project do not see them."""
-        new_spool(tmp_path / "d").write([event(1)])
+        new_spool(tmp_path / "d").write([event(1)], EVENTS)
         assert new_spool(tmp_path / "d", api_key="phc_another_project").segments() == []
         assert new_spool(tmp_path / "d", host="https://eu.i.posthog.com").segments() == []
         assert len(new_spool(tmp_path / "d").segments()) == 1
@@ -320,7 +332,7 @@ class TestSpoolUnit:
         key = "phc_UnitSpoolKeyNeverOnDisk42"
         old = os.umask(0)
         try:
-            new_spool(tmp_path / "d", api_key=key).write([event(1)])
+            new_spool(tmp_path / "d", api_key=key).write([event(1)], EVENTS)
         finally:
             os.umask(old)
         assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o700
@@ -334,14 +346,14 @@ class TestSpoolUnit:
         blocker.write_text("not a directory")
         spool = new_spool(blocker)
         with pytest.raises(OSError):
-            spool.write([event(1)])
+            spool.write([event(1)], EVENTS)
         assert spool.segments() == [] and spool.claim(SpoolStats()) is None
 
     def test_unrelated_files_are_ignored(self, tmp_path: pathlib.Path) -> None:
         """Files without this spool's prefix or suffix are neither listed nor touched."""
         directory = tmp_path / "d"
         spool = new_spool(directory)
-        spool.write([event(1)])
+        spool.write([event(1)], EVENTS)
         spool.close()
         (directory / "notes.txt").write_text("mine")
         (directory / f"{spool.prefix}-x.tmp").write_text("mine too")
@@ -357,7 +369,7 @@ class TestSpoolUnit:
 
 
 GOOD = [b'{"event":"a","uuid":"1"}', b'{"event":"b","n":"with spaces"}']
-FRAMED = b"".join(_frame(e) for e in GOOD)
+FRAMED = b"".join(frame(e) for e in GOOD)
 
 
 class TestParse:
@@ -374,7 +386,7 @@ class TestParse:
             (FRAMED + b"abc {}\n", GOOD, 1),  # short checksum
             (FRAMED + b"\n", GOOD, 1),  # empty line
             (FRAMED + b"\x00\xff\xfe garbage\n", GOOD, 1),  # binary junk
-            (_frame(GOOD[0]).replace(b'"a"', b'"A"') + _frame(GOOD[1]), GOOD[1:], 1),
+            (frame(GOOD[0]).replace(b'"a"', b'"A"') + frame(GOOD[1]), GOOD[1:], 1),
         ],
         ids=[
             "empty",
@@ -390,9 +402,9 @@ class TestParse:
             "flipped-byte",
         ],
     )
-    def test_parse(self, data: bytes, events: list[bytes], corrupt: int) -> None:
+    def testparse(self, data: bytes, events: list[bytes], corrupt: int) -> None:
         """Valid lines come back in order; damaged ones are skipped and counted."""
-        assert _parse(data) == (events, corrupt)
+        assert parse(data) == (events, corrupt)
 
 
 # -- clients, processes and outages -------------------------------------------------------
@@ -497,8 +509,10 @@ class TestOverflow:
         for i in range(count):
             uuids.append(client.capture("overflow_event", {"i": i}, distinct_id="spool"))
             if i % 25 == 0:
-                most_bytes = max(most_bytes, client._memory_bytes)
-                wait_until(lambda: client._memory_bytes < bound // 2 + 8192, 5, "the sender")
+                most_bytes = max(most_bytes, client._sender.backlog.bytes)
+                wait_until(
+                    lambda: client._sender.backlog.bytes < bound // 2 + 8192, 5, "the sender"
+                )
         kept = [uuid for uuid in uuids if uuid is not None]
         assert most_bytes <= bound
 
@@ -844,8 +858,8 @@ class TestFork:
         [child_segment] = [path for path in files if path != parent_segment]
         match = SEGMENT_NAME.fullmatch(child_segment.name)
         assert match is not None and int(match.group(1)) == result["pid"]
-        parent_events, parent_damaged = _parse(parent_segment.read_bytes())
-        child_events, child_damaged = _parse(child_segment.read_bytes())
+        parent_events, parent_damaged = parse(parent_segment.read_bytes())
+        child_events, child_damaged = parse(child_segment.read_bytes())
         assert (len(parent_events), parent_damaged) == (60, 0)
         assert (len(child_events), child_damaged) == (20, 0)
 

@@ -26,8 +26,8 @@ from structlog.testing import LogCapture
 from structlog.typing import Processor
 
 import posthog_logging
-from posthog_logging import Client, PostHogHandler, _default
-from posthog_logging import client as client_module
+from posthog_logging import Client, PostHogHandler, default_client
+from posthog_logging.reentry import library_code
 from posthog_logging.server import LocalServer
 from posthog_logging.structlog import PostHogProcessor, merge_posthog_context
 from posthog_logging.testing import CapturedEvents
@@ -614,8 +614,7 @@ class TestNeverRaises:
             def fail(*args: Any, **kwargs: Any) -> None:
                 raise RuntimeError("client is broken")
 
-            monkeypatch.setattr(client, "_capture", fail)
-            monkeypatch.setattr(client, "capture_exception_info", fail)
+            monkeypatch.setattr(client, "submit", fail)
             cap = configure_capture([PostHogProcessor(client=client)])
             log = structlog.get_logger()
             log.info("page_viewed", capture=True)
@@ -678,7 +677,7 @@ class TestNeverRaises:
         def fail() -> Client:
             raise RuntimeError("no default client")
 
-        monkeypatch.setattr(_default, "get_client", fail)
+        monkeypatch.setattr(default_client, "get_client", fail)
         cap = configure_capture([PostHogProcessor()])
         log = structlog.get_logger()
         log.info("page_viewed", capture=True)
@@ -762,15 +761,12 @@ class TestNeverRaises:
         """Entries logged while the library itself runs send nothing and still render."""
         cap = configure_capture([PostHogProcessor()])
         log = structlog.get_logger()
-        client_module._local.active = True
-        try:
+        with library_code():
             log.info("page_viewed", capture=True)
             try:
                 raise_value_error()
             except ValueError:
                 log.exception("boom")
-        finally:
-            client_module._local.active = False
         assert [e["event"] for e in cap.entries] == ["page_viewed", "boom"]
         assert posthog_events.events == []
 

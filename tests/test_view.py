@@ -26,7 +26,7 @@ import requests
 
 import posthog_logging
 from posthog_logging import Client, PostHogHandler
-from posthog_logging.demo import shop_session
+from posthog_logging.cli.demo import shop_session
 from posthog_logging.ids import uuid7
 from posthog_logging.server import LocalServer
 
@@ -66,7 +66,7 @@ SHOP_SERVICE = "shop"
 SHOP_LINES = [
     ("INFO", "checkout_completed"),
     ("WARNING", "receipt not sent; will retry later"),
-    ("ERROR", "payment failed  [posthog_logging.demo.PaymentDeclined]"),
+    ("ERROR", "payment failed  [posthog_logging.cli.demo.PaymentDeclined]"),
     ("INFO", "checkout started"),
     ("INFO", "cart has 3 items"),
     ("INFO", "page_viewed"),

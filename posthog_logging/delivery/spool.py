@@ -1,11 +1,16 @@
-"""The disk spool: events that could not be delivered, kept in files until they can be.
+"""The disk spool: records that could not be delivered, kept in files until they can be.
 
-A :class:`Spool` belongs to one client. It appends batches of already-serialised events to
-*segment* files in a directory, one line per event, each line carrying a CRC-32 of the
-event so that a line torn by a crash (or damaged on disk) is recognised and skipped
-rather than sent or fatal. Segments are replayed oldest first, by any client of the same
-project and host, then deleted; PostHog deduplicates on the event's uuid, so an event sent
-twice after a crash mid-replay is stored once.
+A :class:`Spool` belongs to one client. It appends batches of already-serialised records
+(events, or log lines) to *segment* files in a directory, one line per record: the
+record's CRC-32 in hex, a space, the record's kind tag (none for events, ``L`` for log
+lines: an event's JSON starts with ``{``) and its JSON. A line torn by a crash (or damaged
+on disk) fails its checksum and is skipped rather than sent or fatal; a line that passes
+it but is not a record of its kind (another program's, say) is skipped too, since it
+would make the server refuse its whole batch. This module is the one home of the format.
+
+Segments are replayed oldest first, by any client of the same project and host, then
+deleted; PostHog deduplicates on the event's uuid, so an event sent twice after a crash
+mid-replay is stored once.
 
 Files are private to the user (directory 0700, files 0600), and a directory that another
 user owns or may write to is refused (:class:`UnsafeSpoolDirectory`), as ssh refuses a key
@@ -39,12 +44,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .exceptions import UnsafeSpoolDirectory
+from ..exceptions import UnsafeSpoolDirectory
+from .kinds import KINDS, Kind
 
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["Segment", "Spool", "SpoolStats"]
+__all__ = ["Segment", "Spool", "SpoolStats", "frame", "parse"]
 
 SUFFIX = ".spool"
 #: A segment is closed and a new one started past this size.
@@ -60,15 +66,15 @@ class SpoolStats:
     refused: int = 0
     """Events not written: they could not fit under the bound."""
     corrupt: int = 0
-    """Lines skipped on replay: torn by a crash or damaged."""
+    """Lines skipped on replay: torn by a crash, damaged, or not a record of their kind."""
 
 
 class Segment:
-    """A segment claimed for replay: its events, and the lock that keeps it ours."""
+    """A segment claimed for replay: its records by kind, and the lock that keeps it ours."""
 
-    def __init__(self, path: pathlib.Path, fd: int, events: list[bytes]) -> None:
+    def __init__(self, path: pathlib.Path, fd: int, records: dict[Kind, list[bytes]]) -> None:
         self.path = path
-        self.events = events
+        self.records = records
         self._fd: int | None = fd
         self.undeletable: OSError | None = None
         """Why :meth:`remove` could not delete the file, if it could not."""
@@ -95,8 +101,13 @@ class Segment:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    @property
+    def count(self) -> int:
+        """How many records it holds, of every kind."""
+        return sum(len(records) for records in self.records.values())
+
     def __repr__(self) -> str:
-        return f"<Segment {self.path.name} events={len(self.events)}>"
+        return f"<Segment {self.path.name} records={self.count}>"
 
 
 class Spool:
@@ -130,22 +141,23 @@ class Spool:
 
     # -- writing ---------------------------------------------------------------------
 
-    def write(self, events: Sequence[bytes]) -> SpoolStats:
-        """Append ``events`` (each one event's JSON) to the current segment.
+    def write(self, records: Sequence[bytes], kind: Kind) -> SpoolStats:
+        """Append ``records`` (each one record's JSON, of ``kind``) to the current segment.
 
         Raises ``OSError`` when the directory cannot be written; the caller counts the
-        events as lost. Makes room first by deleting the oldest segments.
+        records as lost. Makes room first by deleting the oldest segments.
         """
         stats = SpoolStats()
-        if not events:
+        if not records:
             return stats
-        data = b"".join(_frame(event) for event in events)
+        tag = kind.spool_tag
+        data = b"".join(frame(tag + record) for record in records)
         if len(data) > self.max_bytes:
-            stats.refused = len(events)
+            stats.refused = len(records)
             return stats
         stats.dropped_full, fits = self._make_room(len(data))
         if not fits:  # only segments other processes hold are left: refuse the newest
-            stats.refused = len(events)
+            stats.refused = len(records)
             return stats
         if self._fd is None or self._size + len(data) > self.segment_bytes:
             self._open_segment()
@@ -253,8 +265,9 @@ class Spool:
     def claim(self, stats: SpoolStats) -> Segment | None:
         """Lock and read the oldest segment nobody else holds; None when there is none.
 
-        Lines that fail their checksum (a torn last write) are skipped and counted in
-        ``stats.corrupt``. Raises :class:`UnsafeSpoolDirectory` if the directory has
+        Lines that fail their checksum (a torn last write) or are not a record of their
+        kind are skipped and counted in ``stats.corrupt``. Raises
+        :class:`~posthog_logging.exceptions.UnsafeSpoolDirectory` if the directory has
         become unsafe since the spool was made.
         """
         check_directory(self.directory)
@@ -270,9 +283,10 @@ class Spool:
             except OSError:
                 os.close(fd)
                 continue
-            events, corrupt = _parse(data)
-            stats.corrupt += corrupt
-            return Segment(path, fd, events)
+            lines, corrupt = parse(data)
+            records = _by_kind(lines)
+            stats.corrupt += corrupt + len(lines) - sum(len(r) for r in records.values())
+            return Segment(path, fd, records)
         return None
 
     def remove(self, segment: Segment) -> bool:
@@ -307,12 +321,13 @@ def check_directory(directory: pathlib.Path) -> None:
         )
 
 
-def _frame(event: bytes) -> bytes:
-    """One line: the event's CRC-32 in hex, a space, the event's JSON."""
-    return b"%08x %s\n" % (zlib.crc32(event), event)
+def frame(line: bytes) -> bytes:
+    """One line of a segment: ``line``'s CRC-32 in hex, a space, ``line``."""
+    return b"%08x %s\n" % (zlib.crc32(line), line)
 
 
-def _parse(data: bytes) -> tuple[list[bytes], int]:
+def parse(data: bytes) -> tuple[list[bytes], int]:
+    """The lines of a segment that pass their checksum, and how many did not."""
     events: list[bytes] = []
     corrupt = 0
     lines = data.split(b"\n")
@@ -332,6 +347,20 @@ def _parse(data: bytes) -> tuple[list[bytes], int]:
         else:
             corrupt += 1
     return events, corrupt
+
+
+def _by_kind(lines: list[bytes]) -> dict[Kind, list[bytes]]:
+    """Lines sorted by their kind's tag, the tag taken off; those that are not a record
+    of their kind left out."""
+    tagged = [kind for kind in KINDS if kind.spool_tag]
+    untagged = next(kind for kind in KINDS if not kind.spool_tag)
+    records: dict[Kind, list[bytes]] = {kind: [] for kind in KINDS}
+    for line in lines:
+        kind = next((k for k in tagged if line.startswith(k.spool_tag)), untagged)
+        record = line[len(kind.spool_tag) :]
+        if kind.is_record(record):
+            records[kind].append(record)
+    return records
 
 
 def _lock(fd: int, *, blocking: bool) -> bool:

@@ -14,9 +14,11 @@ from typing import Any
 
 from .client import Client
 from .contexts import set_exception_hook
-from .events import ExceptionInfo
+from .events import ExceptionInfo, pending_exception
 
-_lock = threading.Lock()
+# Reentrant: a signal handler that captures while this thread builds the client
+# must not wait for itself.
+_lock = threading.RLock()
 _configured: Client | None = None
 _lazy: Client | None = None
 _lazy_key: tuple[Any, Any] | None = None
@@ -87,9 +89,9 @@ def reset() -> None:
 
 
 def _capture_leaving_context(exc: BaseException) -> object:
-    return get_client().capture_exception_info(
-        exc, ExceptionInfo(chain=(), mechanism_type="generic", handled=False), None
-    )
+    info = ExceptionInfo(chain=(), mechanism_type="generic", handled=False)
+    pending = pending_exception(exc, info)
+    return pending is not None and get_client().submit(pending)
 
 
 set_exception_hook(_capture_leaving_context)

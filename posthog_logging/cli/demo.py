@@ -19,12 +19,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from . import _default
-from .cli import format_events, format_logs
-from .client import Client
-from .contexts import identify_context, new_context, set_context_session, tag
-from .ids import uuid7
-from .server import LocalServer
+from .. import default_client
+from ..client import Client
+from ..contexts import identify_context, new_context, set_context_session, tag
+from ..ids import uuid7
+from ..server import LocalServer
+from .formatting import format_events, format_logs
 
 __all__ = ["run_demo"]
 
@@ -136,7 +136,7 @@ def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) ->
         session_id = uuid7()
         shop_session("user_42", session_id)
 
-        client = _default.get_client()
+        client = default_client.get_client()
         client.flush(10)
 
         print("\nthe server goes down; another visitor shops, and the application exits:")
@@ -178,7 +178,7 @@ def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) ->
         )
         print(f"See them in the web view: {server.url}/" + ("" if keep else "  (demo --keep)"))
         logging.getLogger().handlers.clear()
-        _default.reset()
+        default_client.reset()
         if keep:
             print("The server keeps running; Ctrl-C stops it.", flush=True)
             try:

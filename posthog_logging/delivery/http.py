@@ -1,8 +1,9 @@
-"""The HTTP transport: one POST of a batch to PostHog's capture API, and what came of it.
+"""The HTTP transport: one POST of a batch to PostHog, and what came of it.
 
 It knows bytes, URLs and status codes; nothing about logging, contexts or queues.
-One keep-alive :class:`requests.Session` per transport. The API key travels in the
-body, as PostHog expects, and never appears in ``repr``, log lines or errors.
+One keep-alive :class:`requests.Session` per transport. The API key goes where each
+kind's endpoint wants it (see :mod:`~posthog_logging.delivery.kinds`) and never appears
+in ``repr``, log lines or errors.
 
 What a server can do to a request is bounded:
 
@@ -12,7 +13,7 @@ What a server can do to a request is bounded:
 - **A request has a total deadline**, not only one per read: ``requests`` times each read,
   so a server that drips a byte at a time could hold a request for as long as it likes.
   At the deadline a watchdog shuts the connection's socket, which ends any read or write
-  in progress; :meth:`Transport.abort` does the same at once.
+  in progress; :meth:`HTTPTransport.abort` does the same at once.
 - **Only the first** :data:`MAX_ANSWER_BYTES` **of an answer are read**: enough for an
   error's detail; the connection of a longer answer is closed, not drained.
 """
@@ -20,15 +21,12 @@ What a server can do to a request is bounded:
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import gzip as gzip_module
 import json
 import socket
 import threading
-import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -37,10 +35,11 @@ import urllib3.exceptions
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from ._version import __version__
-from .otlp import default_service_name, logs_body
+from .._version import __version__
+from .kinds import Kind, default_service_name
+from .transport import SendResult, parse_retry_after
 
-__all__ = ["DEFAULT_HOST", "SendResult", "Transport", "parse_retry_after"]
+__all__ = ["DEFAULT_HOST", "HTTPTransport"]
 
 DEFAULT_HOST = "https://us.i.posthog.com"
 USER_AGENT = f"posthog-logging/{__version__}"
@@ -48,55 +47,10 @@ USER_AGENT = f"posthog-logging/{__version__}"
 MAX_ANSWER_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class SendResult:
-    """What one request came to. ``status`` is None when no answer arrived."""
-
-    status: int | None
-    retry_after: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """The server accepted the batch."""
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def retryable(self) -> bool:
-        """Worth sending again later: no answer, 408, 429 or a 5xx."""
-        return self.status is None or self.status in (408, 429) or self.status >= 500
-
-    def describe(self) -> str:
-        """A short text for log lines (never contains the API key)."""
-        if self.status is None:
-            return f"no answer ({self.error})"
-        return f"HTTP {self.status}" + (f" ({self.error})" if self.error else "")
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-#: What a batch carries, and so where it goes: events, or log lines for PostHog Logs.
-EVENTS = "events"
-LOGS = "logs"
-
-
-class Transport:
-    """Posts batches of already-serialised events to ``{host}/batch/``, and of log
-    records (OTLP JSON) to ``{host}/i/v1/logs``."""
+class HTTPTransport:
+    """Posts each batch to ``{host}{kind.path}`` over one keep-alive
+    :class:`requests.Session`, gzipped. Implements
+    :class:`~posthog_logging.delivery.transport.Transport`."""
 
     def __init__(
         self,
@@ -104,51 +58,22 @@ class Transport:
         api_key: str,
         *,
         gzip: bool = True,
-        timeout: float = 10.0,
         service_name: str | None = None,
     ) -> None:
         self.host = host.rstrip("/")
-        self.url = self.host + "/batch/"
-        self.logs_url = self.host + "/i/v1/logs"
         self.service_name = service_name or default_service_name()
         self.gzip = gzip
-        self.timeout = timeout
-        self._key_json = json.dumps(api_key).encode()
         self._api_key = api_key
         self._session: requests.Session | None = None
         self._in_flight: set[_Deadline] = set()
 
     def __repr__(self) -> str:
-        return f"<Transport {self.url} gzip={self.gzip}>"
+        return f"<HTTPTransport {self.host} gzip={self.gzip}>"
 
-    def body(self, events: Sequence[bytes], sent_at: str) -> bytes:
-        """The JSON body for ``events`` (each already JSON)."""
-        return b"".join(
-            (
-                b'{"api_key":',
-                self._key_json,
-                b',"batch":[',
-                b",".join(events),
-                b'],"sent_at":"',
-                sent_at.encode(),
-                b'","historical_migration":false}',
-            )
-        )
-
-    def send(
-        self,
-        events: Sequence[bytes],
-        sent_at: str,
-        timeout: float | None = None,
-        kind: str = EVENTS,
-    ) -> SendResult:
+    def send(self, records: Sequence[bytes], kind: Kind, timeout: float) -> SendResult:
         """POST one batch. Never raises: failures come back as a :class:`SendResult`."""
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-        if kind == LOGS:  # the key goes in a header here, as OTLP exporters send it
-            url, data = self.logs_url, logs_body(events, self.service_name)
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        else:
-            url, data = self.url, self.body(events, sent_at)
+        data, headers = kind.request(records, api_key=self._api_key, service_name=self.service_name)
+        headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT})
         if self.gzip:
             # Level 1: event JSON is repetitive enough that it compresses about 20 times
             # at the fastest level, nearly as well as at 6, in under half the time.
@@ -157,13 +82,12 @@ class Transport:
         session = self._session
         if session is None:
             session = self._session = _session()
-        timeout = timeout or self.timeout
         deadline = _Deadline(timeout)
         self._in_flight.add(deadline)
         try:
             with deadline:
                 response = session.post(
-                    url,
+                    self.host + kind.path,
                     data=data,
                     headers=headers,
                     timeout=timeout,

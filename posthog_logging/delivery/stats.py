@@ -1,4 +1,5 @@
-"""Counters that any code may bump, signal handlers and finalisers included, and the
+"""What became of every record: counters that any code may bump (signal handlers and
+finalisers included), the :class:`Ledger` that counts and says what was lost, and the
 :class:`Stats` view a client gives of them.
 
 A counter bumped from a signal handler or a finaliser may land while the same thread is
@@ -15,8 +16,11 @@ import collections
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
-__all__ = ["Counters", "Stats"]
+from ..diagnostics import Warner
+
+__all__ = ["Counters", "Ledger", "Stats"]
 
 
 class _Folding(threading.local):
@@ -76,6 +80,54 @@ class Counters:
                 self._lock.release()
         finally:
             folding.active = False
+
+
+class Ledger:
+    """Counts what becomes of records, and says what was lost, once a minute per reason:
+    the one place delivery reports through."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.warner = Warner(interval=60.0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Count ``n`` more under ``name`` (``"sent"``, ``"failed"``, ...)."""
+        self.counters.add(name, n)
+
+    def drop(self, reason: str, message: str, n: int = 1) -> None:
+        """Count ``n`` records dropped for ``reason`` and warn (rate-limited)."""
+        self.counters.add("dropped:" + reason, n)
+        self.warn(reason, message)
+
+    def warn(self, key: str, message: str) -> None:
+        """Say ``message`` at most once a minute per ``key``: no log storms."""
+        self.warner.warn(key, "posthog_logging: %s", message)
+
+    def stats(self, *, queue: int, in_memory: int, taken: int) -> Stats:
+        """The counters as :class:`Stats`, given the length of the ``queue`` to the
+        sender (records and the flush and stop markers among them, counted here as
+        ``"markers"``: the queue, which can hold 25,000 records, is not walked), the
+        records it holds ``in_memory`` (being built, batched, in flight) and those it has
+        ``taken`` from the queue (counted by the sender alone, not here: see Sender)."""
+        counts = self.counters.totals()
+        queued = max(0, queue - counts.get("markers", 0))
+        dropped = _with_prefix(counts, "dropped:")
+        return Stats(
+            enqueued=counts.get("dequeued", 0) + taken + queued,
+            sent=counts.get("sent", 0),
+            retried=counts.get("retried", 0),
+            failed=counts.get("failed", 0),
+            dropped=MappingProxyType(dropped),
+            pending=queued + in_memory,
+            spooled=counts.get("spooled", 0),
+            replayed=counts.get("replayed", 0),
+            logs_sent=counts.get("logs_sent", 0),
+            dropped_properties=MappingProxyType(_with_prefix(counts, "dropped_property:")),
+        )
+
+
+def _with_prefix(counts: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {k[len(prefix) :]: v for k, v in counts.items() if k.startswith(prefix) and v}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,276 @@
+"""Log entries, and the one router that turns them into what PostHog receives.
+
+A front-end (the stdlib handler, the structlog processor, any future one) fills a
+:class:`LogEntry` from what it was given: a ``LogRecord``, a structlog event dict. The
+:class:`Router` then applies the rules, the same for every front-end:
+
+- a *marked* entry (its ``event`` is a name) becomes that event, with the entry's
+  properties, its explicit ``distinct_id`` and ``groups``, in its context;
+- an entry with an exception, at or above ``exception_level``, becomes an ``$exception``
+  event (``mechanism`` ``{"type": "logger", "handled": true}``, ``$exception_level`` from
+  the entry's level, ``$exception_source`` the front-end's), once per exception object;
+- an entry at or above ``logs_level`` becomes a line for PostHog Logs;
+
+and hands each to the client through its one seam, :meth:`Client.submit`. What the
+library's own code logs is not sent (it could feed a loop) but counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .client import Client
+from .contexts import ContextState, current_state
+from .error_tracking import ExceptionSnapshot, snapshot_exception
+from .events import ExceptionInfo, PendingEvent, choose_distinct_id, pending_exception
+from .levels import NEVER, exception_level_name
+from .otlp import PendingLog
+from .reentry import in_finaliser, in_library_code
+
+__all__ = [
+    "ROUTED_KEYS",
+    "STAMPS",
+    "STRUCTLOG_RESERVED",
+    "LogEntry",
+    "Router",
+    "exception_of",
+    "split_properties",
+    "stamped_context",
+]
+
+#: Keys with a meaning of their own, as in ``capture()``; ``$set`` and ``$set_once`` stay
+#: in the properties, where PostHog reads them.
+ROUTED_KEYS = frozenset({"distinct_id", "groups", "properties"})
+
+#: The context stamps (:class:`~posthog_logging.ContextFilter`,
+#: :func:`~posthog_logging.structlog.merge_posthog_context`): never properties.
+STAMPS = frozenset(
+    {
+        "posthog_distinct_id",
+        "posthog_session_id",
+        "posthog_tags",
+        "posthog_exception",
+        "posthog_event_name",
+        "posthog_message",
+        "posthog_trace",
+    }
+)
+
+#: Keys of a structlog event dict that describe the entry rather than what happened:
+#: the message, level and time, exception and stack (raw or rendered), the logger's name,
+#: and what structlog's stdlib integration adds.
+STRUCTLOG_RESERVED = frozenset(
+    {
+        "event",
+        "level",
+        "log_level",
+        "timestamp",
+        "logger",
+        "logger_name",
+        "exc_info",
+        "exception",
+        "stack_info",
+        "stack",
+        "positional_args",
+    }
+)
+
+
+def split_properties(
+    entry: Mapping[str, Any], not_properties: frozenset[str]
+) -> tuple[dict[str, Any] | None, Any, Mapping[str, Any] | None]:
+    """Properties, explicit distinct_id and groups of a log entry.
+
+    Every key not in ``not_properties`` and not starting with ``_`` is a property; a
+    ``properties`` mapping is merged in; ``distinct_id`` and ``groups`` are routed as in
+    ``capture()`` (a ``groups`` that is not a mapping stays a property).
+    """
+    # A set difference in C finds the few extras among the many standard keys.
+    props = {n: entry[n] for n in entry.keys() - not_properties if n[:1] != "_"}
+    if "properties" in entry:
+        nested = entry["properties"]
+        if isinstance(nested, Mapping):
+            props = {**nested, **props}
+        elif nested is not None:  # not what capture() means by it: keep it as a property
+            props["properties"] = nested
+    if "groups" not in entry:
+        return props or None, entry.get("distinct_id"), None
+    groups = entry["groups"]
+    if groups is not None and not isinstance(groups, Mapping):
+        props["groups"] = groups
+        groups = None
+    return props or None, entry.get("distinct_id"), groups
+
+
+def stamped_context(entry: Mapping[str, Any]) -> ContextState | None:
+    """The context stamped on an entry where it was logged, or None to use the current one."""
+    if (
+        "posthog_tags" not in entry
+        and "posthog_distinct_id" not in entry
+        and "posthog_session_id" not in entry
+    ):
+        return None
+    return ContextState(
+        distinct_id=entry.get("posthog_distinct_id"),
+        session_id=entry.get("posthog_session_id"),
+        tags=entry.get("posthog_tags") or {},
+    )
+
+
+def exception_of(exc_info: Any) -> BaseException | None:
+    """The exception an ``exc_info`` value means: True (the one being handled), an
+    exception, or a ``sys.exc_info()`` tuple."""
+    if exc_info is True:
+        return sys.exc_info()[1]
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
+    return None
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """A log call as a front-end saw it: everything the router needs to send it as an
+    event, an ``$exception`` event and a log line. Built once per call that may send
+    something, so its fields are given by position on hot paths."""
+
+    created: float
+    """When it was logged, in epoch seconds."""
+    levelno: int
+    level_name: str
+    logger_name: str | None
+    event: str | None
+    """The event's name when the entry is marked (``""`` for a marked entry whose name
+    is empty: counted, not sent); None when it is not."""
+    properties: dict[str, Any] | None
+    distinct_id: Any
+    """An explicit person for it (a ``distinct_id`` extra), if any."""
+    groups: Mapping[str, Any] | None
+    context: ContextState | None
+    """The context stamped where it was logged; None: the current one."""
+    message: str | Callable[[], str]
+    """The formatted message, or how to make it (only what is sent needs it)."""
+    exception: BaseException | None = None
+    """The exception it carries, live."""
+    snapshot: tuple[ExceptionSnapshot, ...] | None = None
+    """Or a snapshot of it taken where it was logged (empty: already sent)."""
+    source: str = "python.logging"
+    """``$exception_source``: which front-end saw it."""
+    code: tuple[str, int, str] | None = None
+    """Where it was logged: file path, line, function (for log lines)."""
+    thread: tuple[int | None, str | None] | None = None
+    trace: tuple[str, str, int] | None = None
+    """The OpenTelemetry span it was logged in: trace id, span id, flags."""
+
+    def text(self) -> str:
+        """The formatted message."""
+        message = self.message
+        return message if isinstance(message, str) else message()
+
+
+class Router:
+    """Turns log entries into events, ``$exception`` events and log lines."""
+
+    def __init__(self, *, exception_level: int, logs_level: int | None = None) -> None:
+        self.exception_level = exception_level
+        self.logs_threshold = NEVER if logs_level is None else logs_level
+
+    def wants(self, marked: Any, levelno: int, has_exception: Any) -> bool:
+        """Whether an entry would send anything: the cheap test front-ends make before
+        they fill a :class:`LogEntry`."""
+        return bool(
+            marked
+            or levelno >= self.logs_threshold
+            or (has_exception and levelno >= self.exception_level)
+        )
+
+    def route(self, client: Client, entry: LogEntry) -> None:
+        """Send ``entry`` as what it is (see the module's rules)."""
+        if in_library_code() and not in_finaliser():
+            # Logged on a thread of the library's own (its HTTP stack, say) or by a hook
+            # it calls (before_send, on_error) or a property's __str__: not sent, since a
+            # hook that logs for every event would feed a loop; counted.
+            client.count_drop(
+                "in_library_code",
+                f"a record of logger {entry.logger_name!r} was logged on the library's own "
+                "thread (by before_send, on_error or a __str__); not sent",
+            )
+            return
+        name = entry.event
+        if name is not None:
+            if not name:
+                client.count_drop("bad_event_name", "a marked log entry had an empty event name")
+            else:
+                context = entry.context or current_state()
+                client.submit(
+                    PendingEvent(
+                        name,
+                        entry.properties,
+                        entry.distinct_id,
+                        context,
+                        entry.created,
+                        None,
+                        entry.groups,
+                        None,
+                    )
+                )
+        has_exception = entry.exception is not None or entry.snapshot is not None
+        if has_exception and entry.levelno >= self.exception_level:
+            self._send_exception(client, entry)
+        if entry.levelno >= self.logs_threshold:
+            self._send_line(client, entry)
+
+    def _send_exception(self, client: Client, entry: LogEntry) -> None:
+        info = ExceptionInfo(
+            chain=entry.snapshot or (),
+            mechanism_type="logger",
+            handled=True,
+            level=exception_level_name(entry.levelno),
+            source=entry.source,
+        )
+        properties = dict(entry.properties or {})
+        properties.update(
+            log_message=entry.text(),
+            logger_name=entry.logger_name,
+            log_level=entry.level_name.lower(),
+        )
+        pending = pending_exception(
+            None if entry.snapshot is not None else entry.exception,
+            info,
+            properties,
+            distinct_id=entry.distinct_id,
+            timestamp=entry.created,
+            context=entry.context or current_state(),
+        )
+        if pending is not None:
+            client.submit(pending)
+
+    def _send_line(self, client: Client, entry: LogEntry) -> None:
+        context = entry.context or current_state()
+        person = choose_distinct_id(entry.distinct_id, context)
+        if person != context.distinct_id:  # an explicit person, by the rule events follow
+            context = dataclasses.replace(context, distinct_id=person)
+        snapshot = entry.snapshot or None
+        if snapshot is None and entry.exception is not None:
+            snapshot = snapshot_exception(entry.exception)
+        client.submit(
+            PendingLog(
+                time=entry.created,
+                levelno=entry.levelno,
+                level_name=entry.level_name,
+                body=entry.text(),
+                attributes=entry.properties,
+                logger_name=entry.logger_name,
+                context=context,
+                code=entry.code,
+                thread=entry.thread,
+                trace=entry.trace,
+                exception=snapshot,
+            )
+        )
