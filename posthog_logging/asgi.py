@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._web import Request, RequestMiddleware
 from .contexts import new_context
+from .web import Request, RequestMiddleware
 
 __all__ = ["PostHogASGIMiddleware"]
 

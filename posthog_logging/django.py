@@ -32,8 +32,8 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.utils.module_loading import import_string
 
-from ._web import Request, RequestOptions
 from .contexts import ContextState, current_state, new_context, restored
+from .web import Request, RequestOptions
 
 __all__ = ["PostHogMiddleware"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from .error_tracking import ExceptionSnapshot, snapshot_exception
 from .events import ExceptionInfo, PendingEvent, choose_distinct_id, pending_exception
 from .levels import NEVER, exception_level_name
 from .otlp import PendingLog
-from .reentry import in_finaliser, in_library_code
+from .reentry import in_finaliser, this_thread
 
 __all__ = [
     "ROUTED_KEYS",
@@ -154,8 +154,8 @@ class LogEntry:
     groups: Mapping[str, Any] | None
     context: ContextState | None
     """The context stamped where it was logged; None: the current one."""
-    message: str | Callable[[], str]
-    """The formatted message, or how to make it (only what is sent needs it)."""
+    message: Any
+    """What the message is made from: see :meth:`text`."""
     exception: BaseException | None = None
     """The exception it carries, live."""
     snapshot: tuple[ExceptionSnapshot, ...] | None = None
@@ -169,9 +169,10 @@ class LogEntry:
     """The OpenTelemetry span it was logged in: trace id, span id, flags."""
 
     def text(self) -> str:
-        """The formatted message."""
-        message = self.message
-        return message if isinstance(message, str) else message()
+        """The formatted message. Here ``message`` is that text; a front-end whose
+        messages are costly to format keeps what it needs there and overrides this:
+        only what is sent needs it."""
+        return str(self.message)
 
 
 class Router:
@@ -191,8 +192,9 @@ class Router:
         )
 
     def route(self, client: Client, entry: LogEntry) -> None:
-        """Send ``entry`` as what it is (see the module's rules)."""
-        if in_library_code() and not in_finaliser():
+        """Send ``entry`` as what it is (see the module's rules). Every log call that may
+        send something comes here, so it is written for speed."""
+        if this_thread.in_library and not in_finaliser():
             # Logged on a thread of the library's own (its HTTP stack, say) or by a hook
             # it calls (before_send, on_error) or a property's __str__: not sent, since a
             # hook that logs for every event would feed a loop; counted.
@@ -203,27 +205,28 @@ class Router:
             )
             return
         name = entry.event
-        if name is not None:
-            if not name:
-                client.count_drop("bad_event_name", "a marked log entry had an empty event name")
-            else:
-                context = entry.context or current_state()
-                client.submit(
-                    PendingEvent(
-                        name,
-                        entry.properties,
-                        entry.distinct_id,
-                        context,
-                        entry.created,
-                        None,
-                        entry.groups,
-                        None,
-                    )
+        if name:
+            context = entry.context or current_state()
+            client.submit(
+                PendingEvent(
+                    name,
+                    entry.properties,
+                    entry.distinct_id,
+                    context,
+                    entry.created,
+                    None,
+                    entry.groups,
+                    None,
                 )
-        has_exception = entry.exception is not None or entry.snapshot is not None
-        if has_exception and entry.levelno >= self.exception_level:
+            )
+        elif name is not None:
+            client.count_drop("bad_event_name", "a marked log entry had an empty event name")
+        levelno = entry.levelno
+        if levelno >= self.exception_level and (
+            entry.exception is not None or entry.snapshot is not None
+        ):
             self._send_exception(client, entry)
-        if entry.levelno >= self.logs_threshold:
+        if levelno >= self.logs_threshold:
             self._send_line(client, entry)
 
     def _send_exception(self, client: Client, entry: LogEntry) -> None:

@@ -45,7 +45,6 @@ from .error_tracking import (
 )
 from .ids import format_timestamp, uuid7
 from .serialisation import (
-    MAX_STRING_LENGTH,
     Redactor,
     as_text,
     dumps,
@@ -195,8 +194,43 @@ _PLACEHOLDER_IDS = frozenset(
 )
 
 
+class _Layer:
+    """The properties one source gives an event, JSON-safe, and as JSON members (the
+    text between an object's braces), made once and spliced into each event."""
+
+    __slots__ = ("_without", "clashes", "keys", "members", "text")
+
+    def __init__(self, members: dict[str, Any], text: str | None = None) -> None:
+        self.members = members
+        self.keys = members.keys()
+        self.text = (dumps_text(members)[1:-1] if members else "") if text is None else text
+        self.clashes = True  # sets a key a fixed layer sets too (only context layers say)
+        self._without: tuple[frozenset[str], str] = (frozenset(), self.text)
+
+    def text_without(self, later: set[str] | frozenset[str]) -> str:
+        """Its members less those a later layer sets, as JSON members (the last answer
+        is remembered: the events of one call site override the same keys)."""
+        overridden = frozenset(self.keys & later)
+        last = self._without
+        if last[0] == overridden:
+            return last[1]
+        rest = {key: value for key, value in self.members.items() if key not in overridden}
+        text = dumps_text(rest)[1:-1] if rest else ""
+        self._without = (overridden, text)
+        return text
+
+
+_EMPTY_LAYER = _Layer({})
+
+
 class EventBuilder:
-    """Turns a :class:`PendingEvent` into wire-ready JSON. Runs on the sender thread."""
+    """Turns a :class:`PendingEvent` into wire-ready JSON. Runs on the sender thread.
+
+    An event's properties come in layers, lowest precedence first (see the module's
+    docstring); :meth:`_layers` is the one place that order is written down. JSON is
+    spliced from each layer's text, each less the keys a later layer sets; the layers
+    that are the same for many events (the constant ones, a context's) are made once.
+    """
 
     def __init__(
         self,
@@ -207,41 +241,19 @@ class EventBuilder:
         in_app: InAppRules | None = None,
         on_collision: Callable[[str, list[str]], None] | None = None,
     ) -> None:
-        self._defaults = _library_defaults()
-        self._super = dict(super_properties or {})
         self._redactor = redactor or Redactor(())
         self._before_send = before_send
         self._in_app = in_app or InAppRules()
         self._warner = Warner(interval=None)  # once per name or id, for good
-        # The layers that are the same for every event, made JSON-safe once, and as
-        # JSON text (the members, without braces) to splice into each event; with them
-        # what the library owns, which only the slow path has to put last.
         self._collisions: list[str] = []  # keys given twice in what is being built
         self._on_collision = on_collision
-        self._constant = to_jsonable(
-            {**self._defaults, **self._super}, redactor=self._redactor, collisions=self._collisions
-        )
+        constant = {**_library_defaults(), **dict(super_properties or {})}
+        self._constant = _Layer(self._clean(constant))
         self._report_collisions("super_properties")
-        owned = {"$lib": LIB_NAME, "$lib_version": __version__, "$is_server": True}
-        self._constant_keys = frozenset(self._constant) | owned.keys()
-        self._constant_json = dumps_text({**self._constant, **owned})[1:-1]
-        self._last_context: tuple[ContextState | None, dict[str, Any], str | None] = (
-            None,
-            {},
-            "",
-        )
-        self._last_overridden: tuple[ContextState | None, frozenset[str], str] = (
-            None,
-            frozenset(),
-            "",
-        )
-        self._last_head: tuple[Any, Any, str, tuple[str, str, dict[str, Any]]] = (
-            None,
-            None,
-            "",
-            ("", "", {}),
-        )
-        self._last_tags: tuple[Mapping[str, Any], dict[str, Any]] | None = None
+        self._owned = _Layer({"$lib": LIB_NAME, "$lib_version": __version__, "$is_server": True})
+        self._fixed_keys = frozenset(self._constant.keys) | self._owned.keys
+        self._last_context: tuple[ContextState | None, _Layer] = (None, _Layer({}))
+        self._last_head: tuple[str, str, str] = ("", "", "")
         self._last_distinct_id: tuple[str | None, str] = (None, "")
 
     def build(self, pending: PendingEvent) -> BuiltEvent:
@@ -259,240 +271,163 @@ class EventBuilder:
             self._on_collision(where, keys)
 
     def _build(self, pending: PendingEvent) -> BuiltEvent:
-        if self._before_send is None and pending.exception is None:
-            built = self._build_fast(pending)
-            if built is not None:
-                return built
-        data = self.to_dict(pending)
-        if self._before_send is not None:
-            data = self._apply_before_send(data)
-        payload = self._serialise(data)
-        return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
-
-    def _build_fast(self, pending: PendingEvent) -> BuiltEvent | None:
-        """The JSON of :meth:`to_dict`, spliced from text made once (the constant layers),
-        once per context and name (the start of the event, up to its own properties),
-        and the event's own properties.
-
-        None when the general path is needed: a property that overrides a constant one
-        (the general path applies the precedence), or an event too large (which
-        :meth:`_serialise` knows how to shrink).
-        """
-        uuid = pending.uuid
-        if uuid is None:
-            uuid = pending.uuid = uuid7(
-                pending.timestamp if type(pending.timestamp) is float else None
-            )
-        props = pending.properties
-        head = self._head(pending) if pending.groups is None else None
-        if head is None:
-            return self._build_spliced(pending, uuid)
-        start, context_json, context_members = head
-        if props:
-            own = plain_json(props, self._redactor)
-            keys = props.keys()
-            if own is None or not keys.isdisjoint(self._constant_keys):
-                return self._build_spliced(pending, uuid)
-            if not keys.isdisjoint(context_members):  # the event's own values win
-                context_json = self._context_json_without(pending.context, context_members, keys)
-            parts: tuple[str, ...] = (start, context_json, ",", own[1:-1])
-        else:
-            parts = (start, context_json)
-        end = ('},"timestamp":"', format_timestamp(pending.timestamp), '","uuid":"', uuid, '"}')
-        payload = "".join(parts + end).encode("utf-8", "replace")
-        if len(payload) > MAX_EVENT_BYTES:
-            return None
+        if self._before_send is not None or pending.exception is not None:
+            data = self.to_dict(pending)
+            if self._before_send is not None:
+                data = self._apply_before_send(data)
+            payload = self._serialise(data)
+            return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
+        uuid = self._uuid(pending)
+        distinct_id, layers = self._layers(pending, uuid)
+        parts = (
+            self._head(pending.event, distinct_id),
+            self._properties_json(layers),
+            '},"timestamp":"',
+            format_timestamp(pending.timestamp),
+            '","uuid":"',
+            uuid,
+            '"}',
+        )
+        payload = "".join(parts).encode("utf-8", "replace")
+        if len(payload) > MAX_EVENT_BYTES:  # the general way knows how to shrink it
+            return BuiltEvent(uuid=uuid, payload=self._serialise(self.to_dict(pending)))
         return BuiltEvent(uuid=uuid, payload=payload)
 
-    def _head(self, pending: PendingEvent) -> tuple[str, str, dict[str, Any]] | None:
-        """An identified event's JSON up to its context's members, those members as JSON
-        (see :meth:`_context_json`) and as a dict; None for a personless event or a tag
-        that overrides a constant property. A run of events of one name in one context
-        shares them: the last are remembered."""
-        context, name, explicit = pending.context, pending.event, pending.distinct_id
+    def to_dict(self, pending: PendingEvent) -> dict[str, Any]:
+        """The event as the JSON-safe dict that goes on the wire."""
+        uuid = self._uuid(pending)
+        distinct_id, layers = self._layers(pending, uuid)
+        properties: dict[str, Any] = {}
+        for layer in layers:  # a later layer's value wins
+            properties.update(layer.members)
+        return {
+            "event": self._checked_name(pending.event),
+            "distinct_id": distinct_id,
+            "properties": properties,
+            "timestamp": format_timestamp(pending.timestamp),
+            "uuid": uuid,
+        }
+
+    def _layers(self, pending: PendingEvent, uuid: str) -> tuple[str, tuple[_Layer, ...]]:
+        """Whose event it is, and its properties' layers, lowest precedence first:
+
+        1. library defaults (Python and OS versions, ``$geoip_disable``) and the client's
+           ``super_properties``;
+        2. the context's tags, then its ``$session_id``;
+        3. the properties given to the call;
+        4. what the library owns: ``$lib``, ``$lib_version``, ``$is_server``, ``$groups``,
+           ``$process_person_profile: false`` for a personless event, the exception's.
+        """
+        distinct_id = choose_distinct_id(pending.distinct_id, pending.context)
+        owned = self._owned
+        if distinct_id is None or pending.groups or pending.exception is not None:
+            extra: dict[str, Any] = {}
+            if pending.groups:
+                extra["$groups"] = self._clean(pending.groups)
+            if distinct_id is None:
+                extra["$process_person_profile"] = False
+            if pending.exception is not None:
+                extra.update(self._exception_properties(pending.exception))
+            owned = _Layer({**owned.members, **extra})
+        checked = uuid if distinct_id is None else self._checked_distinct_id(distinct_id)
+        layers = (
+            self._constant,
+            self._context_layer(pending.context),
+            self._own_layer(pending.properties),
+            owned,
+        )
+        return checked, layers
+
+    def _properties_json(self, layers: tuple[_Layer, ...]) -> str:
+        """The properties as JSON members: each layer's, less what a later layer sets."""
+        constant, context, own, owned = layers
+        if (
+            owned is self._owned
+            and not context.clashes
+            and own.keys.isdisjoint(self._fixed_keys)
+            and own.keys.isdisjoint(context.keys)
+        ):  # the usual event: no layer sets what another does
+            parts: tuple[str, ...] = (constant.text, context.text, own.text, owned.text)
+        else:
+            later: set[str] = set()
+            texts = []
+            for layer in reversed(layers):
+                texts.append(layer.text_without(later) if later else layer.text)
+                later.update(layer.keys)
+            parts = tuple(reversed(texts))
+        return ",".join(part for part in parts if part)
+
+    def _context_layer(self, context: ContextState) -> _Layer:
+        """The context's tags and session id. The events of one context share its
+        state: the last one is remembered, when its values are scalars that cannot
+        change."""
+        last = self._last_context
+        if last[0] is context:
+            return last[1]
+        tags = context.tags
+        members = self._clean(tags) if tags else {}
+        if context.session_id:
+            members["$session_id"] = context.session_id
+        layer = _Layer(members)
+        layer.clashes = not layer.keys.isdisjoint(self._fixed_keys)
+        if all(type(value) in _IMMUTABLE_SCALARS for value in tags.values()):
+            self._last_context = (context, layer)
+        return layer
+
+    def _own_layer(self, properties: dict[str, Any] | None) -> _Layer:
+        """The call's own properties: flat ones of plain values as they are (no copy),
+        the others made JSON-safe."""
+        if not properties:
+            return _EMPTY_LAYER
+        text = plain_json(properties, self._redactor)
+        if text is not None:
+            return _Layer(properties, text[1:-1])
+        return _Layer(self._clean(properties))
+
+    def _head(self, name: str, distinct_id: str) -> str:
+        """The event's JSON up to its properties (the last one is remembered: events
+        come in runs of one name and person)."""
         last = self._last_head
-        if last[0] is context and last[1] is explicit and last[2] == name:
-            return last[3]
-        context_members, context_json = self._context_json(context)
-        distinct_id = choose_distinct_id(explicit, context)
-        if context_json is None or distinct_id is None:
-            return None
-        start = "".join(
+        if last[0] == name and last[1] == distinct_id:
+            return last[2]
+        head = "".join(
             (
                 '{"event":',
                 quote(self._checked_name(name)),
                 ',"distinct_id":',
-                quote(self._checked_distinct_id(distinct_id)),
+                quote(distinct_id),
                 ',"properties":{',
-                self._constant_json,
             )
         )
-        head = (start, context_json, context_members)
-        if self._last_context[0] is context and (explicit is None or type(explicit) is str):
-            self._last_head = (context, explicit, name, head)
+        self._last_head = (name, distinct_id, head)
         return head
 
-    def _build_spliced(self, pending: PendingEvent, uuid: str) -> BuiltEvent | None:
-        """:meth:`_build_fast` for the events it does not take the short way: personless
-        ones, with groups, or with properties to convert or overriding the context's."""
-        context = pending.context
-        context_members, context_json = self._context_json(context)
-        if context_json is None:
-            return None
-        props = pending.properties
-        own = (
-            to_jsonable(props, redactor=self._redactor, collisions=self._collisions)
-            if props
-            else {}
-        )
-        distinct_id = choose_distinct_id(pending.distinct_id, context)
-        if pending.groups:
-            own["$groups"] = to_jsonable(
-                pending.groups, redactor=self._redactor, collisions=self._collisions
-            )
-        if distinct_id is None:
-            distinct_id = uuid
-            own["$process_person_profile"] = False
-        else:
-            distinct_id = self._checked_distinct_id(distinct_id)
-        if own:
-            keys = own.keys()
-            if not keys.isdisjoint(self._constant_keys):
-                return None
-            if not keys.isdisjoint(context_members):  # the event's own values win
-                context_json = self._context_json_without(context, context_members, keys)
-        parts = ['{"event":', quote(self._checked_name(pending.event)), ',"distinct_id":']
-        parts += (quote(distinct_id), ',"properties":{', self._constant_json, context_json)
-        if own:
-            parts += (",", dumps_text(own)[1:-1])
-        parts += ('},"timestamp":"', format_timestamp(pending.timestamp), '","uuid":"', uuid, '"}')
-        payload = "".join(parts).encode("utf-8", "replace")
-        if len(payload) > MAX_EVENT_BYTES:
-            return None
-        return BuiltEvent(uuid=uuid, payload=payload)
-
-    def _context_json(self, context: ContextState) -> tuple[dict[str, Any], str | None]:
-        """The context's tags and session id, JSON-safe, and as JSON members with a
-        leading comma (None when a tag overrides a constant property). The events of
-        one context share its state: the last one is remembered, when its values are
-        scalars that cannot change."""
-        last = self._last_context
-        if last[0] is context:
-            return last[1], last[2]
-        tags, session_id = context.tags, context.session_id
-        members: dict[str, Any] = to_jsonable(tags, redactor=self._redactor) if tags else {}
-        if session_id:
-            members["$session_id"] = session_id
-        text: str | None = ""
-        if not members.keys().isdisjoint(self._constant_keys):
-            text = None
-        elif members:
-            text = "," + dumps_text(members)[1:-1]
-        if all(type(v) in _IMMUTABLE_SCALARS for v in tags.values()):
-            self._last_context = (context, members, text)
-        return members, text
-
-    def _context_json_without(
-        self, context: ContextState, members: dict[str, Any], keys: Any
-    ) -> str:
-        """The context's members less those the event sets itself (remembered, as the
-        events of one call site set the same keys)."""
-        overridden = frozenset(keys & members.keys())
-        last = self._last_overridden
-        if last[0] is context and last[1] == overridden:
-            return last[2]
-        rest = {k: v for k, v in members.items() if k not in overridden}
-        text = "," + dumps_text(rest)[1:-1] if rest else ""
-        if self._last_context[0] is context:  # only a remembered context is remembered
-            self._last_overridden = (context, overridden, text)
-        return text
-
-    def to_dict(
-        self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH
-    ) -> dict[str, Any]:
-        """The event as the JSON-safe dict that goes on the wire."""
+    def _uuid(self, pending: PendingEvent) -> str:
+        """The event's uuid, made now if the caller did not need it at once."""
         if pending.uuid is None:
-            pending.uuid = uuid7(pending.timestamp if type(pending.timestamp) is float else None)
-        props, distinct_id = self._own_layers(pending, string_limit)
-        if string_limit == MAX_STRING_LENGTH:
-            clean = {**self._constant, **props}
-        else:
-            constant = to_jsonable(self._constant, max_string_length=string_limit)
-            clean = {**constant, **props}
-        return {
-            "event": self._checked_name(pending.event),
-            "distinct_id": distinct_id,
-            "properties": clean,
-            "timestamp": format_timestamp(pending.timestamp),
-            "uuid": pending.uuid,
-        }
+            timestamp = pending.timestamp
+            pending.uuid = uuid7(timestamp if type(timestamp) is float else None)
+        return pending.uuid
 
-    def _own_layers(
-        self, pending: PendingEvent, string_limit: int = MAX_STRING_LENGTH
-    ) -> tuple[dict[str, Any], str]:
-        """The event's own properties (all layers but the constant ones), JSON-safe, and
-        its distinct_id."""
-        assert pending.uuid is not None
-        context = pending.context
-        tags = context.tags
-        props = pending.properties
-        if tags:
-            clean = self._clean_tags(tags, string_limit)
-            if context.session_id:
-                clean["$session_id"] = context.session_id
-            if props:
-                clean.update(self._clean(props, string_limit))
-        else:
-            clean = self._clean(props, string_limit) if props else {}
-            if context.session_id and (not props or "$session_id" not in props):
-                clean["$session_id"] = context.session_id
-
-        distinct_id = choose_distinct_id(pending.distinct_id, context)
-        clean["$lib"] = LIB_NAME
-        clean["$lib_version"] = __version__
-        clean["$is_server"] = True
-        if pending.groups:
-            clean["$groups"] = self._clean(pending.groups, string_limit)
-        if distinct_id is None:
-            distinct_id = pending.uuid
-            clean["$process_person_profile"] = False
-        else:
-            distinct_id = self._checked_distinct_id(distinct_id)
-        exc = pending.exception
-        if exc is not None:
-            clean["$exception_list"] = build_exception_list(
+    def _exception_properties(self, exc: ExceptionInfo) -> dict[str, Any]:
+        properties: dict[str, Any] = {
+            "$exception_list": build_exception_list(
                 exc.chain,
                 mechanism_type=exc.mechanism_type,
                 handled=exc.handled,
                 in_app=self._in_app,
             )
-            if exc.level is not None:
-                clean["$exception_level"] = exc.level
-            if exc.source is not None:
-                clean["$exception_source"] = exc.source
-        return clean, distinct_id
+        }
+        if exc.level is not None:
+            properties["$exception_level"] = exc.level
+        if exc.source is not None:
+            properties["$exception_source"] = exc.source
+        return properties
 
-    def _clean(self, value: Mapping[str, Any], string_limit: int) -> dict[str, Any]:
+    def _clean(self, value: Mapping[str, Any]) -> dict[str, Any]:
         clean: dict[str, Any] = to_jsonable(
-            value,
-            redactor=self._redactor,
-            max_string_length=string_limit,
-            collisions=self._collisions,
+            value, redactor=self._redactor, collisions=self._collisions
         )
-        return clean
-
-    def _clean_tags(self, tags: Mapping[str, Any], string_limit: int) -> dict[str, Any]:
-        """The context's tags, JSON-safe: the events of one context share one tags
-        mapping, so the last one is remembered (when its values cannot change)."""
-        last = self._last_tags
-        if last is not None and last[0] is tags and string_limit == MAX_STRING_LENGTH:
-            return dict(last[1])
-        clean = self._clean(tags, string_limit)
-        if string_limit == MAX_STRING_LENGTH and all(
-            type(v) in _IMMUTABLE_SCALARS for v in tags.values()
-        ):
-            self._last_tags = (tags, clean)
-            return dict(clean)
         return clean
 
     def _apply_before_send(self, data: dict[str, Any]) -> dict[str, Any]:

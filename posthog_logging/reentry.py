@@ -14,25 +14,33 @@ import sys
 import threading
 from types import TracebackType
 
-__all__ = ["in_finaliser", "in_library_code", "library_code", "mark_library_thread"]
+__all__ = [
+    "in_finaliser",
+    "in_library_code",
+    "library_code",
+    "mark_library_thread",
+    "this_thread",
+]
 
 
-class _Flags(threading.local):
+class _ThisThread(threading.local):
     # A class default: a miss would raise and catch AttributeError on every log call.
-    active = False
+    in_library = False
+    """Whether the library's own code is running on this thread."""
 
 
-_flags = _Flags()
+#: This thread's mark; ``this_thread.in_library`` is :func:`in_library_code` for hot paths.
+this_thread = _ThisThread()
 
 
 def in_library_code() -> bool:
     """True on the library's own threads and while it runs on the caller's."""
-    return _flags.active
+    return this_thread.in_library
 
 
 def mark_library_thread() -> None:
     """This thread runs nothing but library code (a sender, a request in flight)."""
-    _flags.active = True
+    this_thread.in_library = True
 
 
 class library_code:
@@ -42,8 +50,8 @@ class library_code:
     __slots__ = ("_was",)
 
     def __enter__(self) -> None:
-        self._was = _flags.active
-        _flags.active = True
+        self._was = this_thread.in_library
+        this_thread.in_library = True
 
     def __exit__(
         self,
@@ -51,7 +59,7 @@ class library_code:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _flags.active = self._was
+        this_thread.in_library = self._was
 
 
 def in_finaliser(depth: int = 40) -> bool:

@@ -34,7 +34,7 @@ from .entries import (
 from .error_tracking import mark_captured, snapshot_exception
 from .levels import parse_level
 from .otlp import trace_context
-from .reentry import in_finaliser, in_library_code
+from .reentry import in_finaliser, this_thread
 from .serialisation import as_text
 
 __all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
@@ -200,6 +200,7 @@ class PostHogHandler(logging.Handler):
         self.exception_level = exception_level
         self.logs_level = logs_level
         self._router = Router(exception_level=exception_level, logs_level=logs_level)
+        self._wants = self._router.wants  # asked of every record: bound once
         self._logs_threshold = self._router.logs_threshold
         self.ignore_loggers = ignored
         self.structlog_event_key = structlog_event_key
@@ -238,7 +239,7 @@ class PostHogHandler(logging.Handler):
         """
         d = record.__dict__
         try:
-            if not self._router.wants(
+            if not self._wants(
                 d.get(self.event_key),
                 record.levelno,
                 record.exc_info or d.get("posthog_exception"),
@@ -274,7 +275,7 @@ class PostHogHandler(logging.Handler):
         """
         guard = self._guard
         if guard.busy:
-            if in_library_code() and not in_finaliser():
+            if this_thread.in_library and not in_finaliser():
                 # Logged by a hook the emit reached (before_send in sync_mode, say): see
                 # Router.route. Not deferred: once deferred it would look like the app's.
                 self._drop("in_library_code", "a record logged by a hook the library called")
@@ -287,28 +288,37 @@ class PostHogHandler(logging.Handler):
             return
         guard.busy = True
         try:
-            self._emit_safely(record)
-            while True:
-                if guard.deferred:
-                    guard.draining = True
-                    while guard.deferred:
-                        self._emit_safely(guard.deferred.pop(0))
-                    guard.draining = False
-                guard.busy = False
-                # A record deferred after the loop above looked, and before busy was
-                # cleared, would wait for the next emit on this thread: look once more.
-                if not guard.deferred:
-                    return
-                guard.busy = True
+            self._emit(record)
+        except Exception:
+            self._failed(record)
         finally:  # a KeyboardInterrupt, say: the next emit must not be deferred forever
-            guard.busy = guard.draining = False
+            guard.busy = False
+        if guard.deferred:
+            self._send_deferred(guard)
+
+    def _send_deferred(self, guard: _Guard) -> None:
+        """Send what arrived during an emit on this thread (see :meth:`emit`)."""
+        deferred = guard.deferred
+        assert deferred is not None
+        while deferred:
+            guard.busy = guard.draining = True
+            try:
+                while deferred:
+                    self._emit_safely(deferred.pop(0))
+            finally:
+                guard.busy = guard.draining = False
+            # One deferred after the loop above looked, and before busy was cleared,
+            # would otherwise wait for the next emit on this thread: look again.
 
     def _emit_safely(self, record: logging.LogRecord) -> None:
         try:
             self._emit(record)
         except Exception:
-            self._drop("handler_error", "a log record could not be turned into an event")
-            self.handleError(record)  # prints only when logging.raiseExceptions is on
+            self._failed(record)
+
+    def _failed(self, record: logging.LogRecord) -> None:
+        self._drop("handler_error", "a log record could not be turned into an event")
+        self.handleError(record)  # prints only when logging.raiseExceptions is on
 
     def _drop(self, reason: str, message: str) -> None:
         """Count a record that was not sent (never raises)."""
@@ -342,7 +352,7 @@ class PostHogHandler(logging.Handler):
         properties, distinct_id, groups = _record_properties(d, self._not_properties)
         exc_info = record.exc_info
         line = record.levelno >= self._logs_threshold  # only a line needs where and how
-        return LogEntry(
+        return _RecordEntry(
             record.created,
             record.levelno,
             record.levelname,
@@ -352,7 +362,7 @@ class PostHogHandler(logging.Handler):
             distinct_id,
             groups,
             stamped_context(d),
-            lambda: d.get("posthog_message") or _message(record),
+            record,
             exc_info[1] if exc_info else None,
             d.get("posthog_exception"),
             "python.logging",
@@ -378,7 +388,7 @@ class PostHogHandler(logging.Handler):
             distinct_id,
             groups,
             stamped_context(entry),
-            lambda: as_text(entry.get("event", "")),
+            as_text(entry.get("event", "")),
             exception_of(entry.get("exc_info")),
             None,
             "python.structlog",
@@ -400,6 +410,17 @@ class PostHogHandler(logging.Handler):
                 self._client.shutdown()
         finally:
             super().close()
+
+
+class _RecordEntry(LogEntry):
+    """A record's entry: its message (the record itself, in ``message``) is formatted
+    only when something sent needs it."""
+
+    __slots__ = ()
+
+    def text(self) -> str:
+        record: logging.LogRecord = self.message
+        return record.__dict__.get("posthog_message") or _message(record)
 
 
 def _trace_of(d: dict[str, Any]) -> tuple[str, str, int] | None:

@@ -184,7 +184,7 @@ class PostHogProcessor:
             distinct_id,
             groups,
             stamped_context(event_dict),
-            lambda: as_text(event_dict.get("event", "")),
+            as_text(event_dict.get("event", "")),
             exception_of(exc_info) if exc_info else None,
             None,
             "python.structlog",

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._web import Request, RequestMiddleware, RequestOptions
 from .contexts import ContextState, current_state, new_context, restored
+from .web import Request, RequestMiddleware, RequestOptions
 
 __all__ = ["PostHogWSGIMiddleware"]
 

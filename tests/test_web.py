@@ -33,7 +33,7 @@ from werkzeug.test import Client as WerkzeugClient
 
 import posthog_logging
 from posthog_logging import Client, PostHogHandler
-from posthog_logging._web import Request, RequestOptions, client_ip
+from posthog_logging.web import Request, RequestOptions, client_ip
 from posthog_logging.asgi import PostHogASGIMiddleware, _path
 from posthog_logging.contexts import current_state, get_context_distinct_id
 from posthog_logging.server import LocalServer

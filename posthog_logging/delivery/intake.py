@@ -64,7 +64,8 @@ class Doorbell:
 
 
 class Intake:
-    """Items waiting for the sender, bounded by ``max_size``, and the markers among them."""
+    """Items waiting for the sender, bounded by ``max_size`` (the sender appends to
+    ``items`` itself: see :meth:`Sender.put`), and the markers among them."""
 
     def __init__(self, max_size: int, counters: Counters) -> None:
         self.max_size = max_size
@@ -74,15 +75,6 @@ class Intake:
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def full(self, held: int) -> bool:
-        """Whether the queue, with ``held`` more the sender took but has not built yet,
-        is at its bound."""
-        return len(self.items) + held >= self.max_size
-
-    def put(self, item: Any) -> None:
-        """Append a captured item."""
-        self.items.append(item)
 
     def put_marker(self, marker: FlushMarker | object) -> None:
         """Append a flush or stop marker, and wake the sender."""

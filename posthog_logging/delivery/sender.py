@@ -93,6 +93,8 @@ class Sender:
         host, max_queue_size, max_queue_bytes, retry, on_error = self._settings
         self.ledger = Ledger()
         self.intake = Intake(max_queue_size, self.ledger.counters)
+        self._items, self._bell = self.intake.items, self.intake.bell
+        self._max_queue_size = max_queue_size
         self.batcher = Batcher(self.flush_at, max_queue_bytes)
         self.backlog = Backlog(max_queue_bytes, self.spool, self.batcher, self.ledger)
         spill = self.spool is not None
@@ -123,15 +125,16 @@ class Sender:
         lock: safe from signal handlers and finalisers."""
         if self.sync_mode:
             return self.send_now(item)
-        intake = self.intake
-        if intake.full(self._taken is not None):
+        # The intake's queue, used here directly: this runs for every event.
+        items = self._items
+        if len(items) + (self._taken is not None) >= self._max_queue_size:
             self.ledger.drop("queue_full", "the queue is full (max_queue_size); events dropped")
             return False
-        intake.put(item)
+        items.append(item)
         if self._thread is None and not self._threads_refused:
             self.start()
-        if len(intake) >= self.flush_at:
-            intake.bell.ring()
+        if len(items) >= self.flush_at:
+            self._bell.ring()
         return True
 
     def stats(self) -> Stats:
