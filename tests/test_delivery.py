@@ -892,8 +892,8 @@ class TestSenderBug:
     ) -> None:
         """A bug in the sender's loop is logged (once), never kills it: events still go."""
         client = make_client()
-        sender = client._sender
-        real = sender._send_due
+        dispatcher = client._sender.dispatcher
+        real = dispatcher.send_due
         failures = {"left": 5}
 
         def flaky() -> None:
@@ -902,7 +902,7 @@ class TestSenderBug:
                 raise RuntimeError("a bug in the sender")
             real()
 
-        monkeypatch.setattr(sender, "_send_due", flaky)
+        monkeypatch.setattr(dispatcher, "send_due", flaky)
         with caplog.at_level(logging.ERROR, logger="posthog_logging"):
             client.capture("still_sent", distinct_id="u1")
             server.wait_for_events(1, timeout=15, event="still_sent")

@@ -13,9 +13,9 @@ import collections
 import time
 
 from ..exceptions import UnsafeSpoolDirectory
-from .batcher import Batch, Batcher, Replay
+from .batcher import Batch, Batcher, Replay, record_size
 from .intake import FlushMarker
-from .kinds import KINDS
+from .kinds import KINDS, Kind
 from .spool import Segment, Spool, SpoolStats
 from .stats import Ledger
 
@@ -54,6 +54,35 @@ class Backlog:
     def has_room(self, size: int) -> bool:
         """Whether ``size`` more bytes fit under the bound."""
         return self.bytes + size <= self.max_bytes
+
+    def hold(self, batch: Batch) -> None:
+        """``batch`` (made elsewhere: read back, left over) is held in memory."""
+        self.records += len(batch)
+        self.bytes += batch.size
+
+    def add(self, record: bytes, kind: Kind, *, grow: bool) -> bool:
+        """Put a built record in the batch being filled for its kind, if memory allows
+        (else it is dropped and counted); True when that filled the batch, which joins
+        the backlog. ``grow``: a request is in flight, and batches grow past flush_at."""
+        size = record_size(record)
+        batcher = self._batcher
+        if batcher.must_seal_before(kind, size):
+            self.extend(batcher.seal(kind))
+        if self.spool is not None:
+            self.spill_overflow(size)
+        if not self.has_room(size):
+            self._ledger.drop("queue_full", "the queue is full (max_queue_bytes); events dropped")
+            return False
+        self.admit(size)
+        sealed = batcher.add(record, kind, size, grow=grow)
+        if sealed is None:
+            return False
+        self.items.append(sealed)
+        return True
+
+    def seal(self) -> None:
+        """Close the batches being filled: they join the backlog, to be sent in turn."""
+        self.extend(self._batcher.seal())
 
     def release(self, batch: Batch) -> None:
         """``batch`` has left memory: sent, refused, dropped or spooled. The spool
@@ -167,8 +196,7 @@ class Backlog:
             batches += self._batcher.chunk(segment.records[kind], kind, replay)
         replay.outstanding = len(batches)
         for batch in batches:
-            self.records += len(batch)
-            self.bytes += batch.size
+            self.hold(batch)
         self.extend(batches, first=first)
         return True
 

@@ -1,0 +1,244 @@
+"""The sender's work: taking captured items, having them built into batches, and
+sending the batches that are due, one request at a time.
+
+:class:`Dispatcher` takes items from the queue in order, with the flush and stop
+markers among them, and has each built by the client's ``build`` callable (delivery
+never looks inside an item) into the batch being filled for its kind. It sends the head
+of the backlog while it is due; a failing batch waits for its next try, and those behind
+it wait too. While a request is in flight, on a thread of its own, it builds what
+arrives meanwhile. :class:`Stop` is what shutdown has said: when sending must stop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..reentry import mark_library_thread
+from .backlog import Backlog
+from .batcher import Batch, Batcher
+from .courier import Courier
+from .intake import STOP, FlushMarker, Intake
+from .kinds import Kind
+from .stats import Ledger
+from .transport import SendResult, Transport
+
+__all__ = ["BUILD_CHUNK", "BUILD_POLL", "Build", "Dispatcher", "Stop"]
+
+#: Turns a captured item into its record (JSON bytes) and kind; None when it was dropped
+#: (it counts the drop itself).
+Build = Callable[[Any], "tuple[bytes, Kind] | None"]
+
+#: While a request is in flight, items are built this many at a time, and new ones
+#: looked for this often (seconds) when there are none.
+BUILD_CHUNK = 256
+BUILD_POLL = 0.005
+
+
+class Stop:
+    """What shutdown has said, shared by the sender's parts."""
+
+    def __init__(self) -> None:
+        self.finished = threading.Event()
+        """The sender has stopped for good (or shutdown gave up on it)."""
+        self.deadline: float | None = None
+        """When shutdown must be done (monotonic); None before shutdown()."""
+        self.reserve = 0.0
+        """How long before the deadline sending stops, to write what is left to disk."""
+        self.stopping = False
+        """The stop marker was taken: what is left is sent, then the sender stops."""
+
+    def send_deadline(self) -> float:
+        """When sending must stop at shutdown: a little before the deadline with a spool,
+        so that what is left can still be written to disk in time."""
+        assert self.deadline is not None
+        return self.deadline - self.reserve
+
+    def past_send_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.send_deadline()
+
+
+class Dispatcher:
+    """Takes items, builds them into batches, and sends the batches that are due."""
+
+    def __init__(
+        self,
+        build: Build,
+        transport: Transport,
+        *,
+        intake: Intake,
+        batcher: Batcher,
+        backlog: Backlog,
+        courier: Courier,
+        ledger: Ledger,
+        stop: Stop,
+        timeout: float,
+    ) -> None:
+        self.transport = transport
+        self.stop = stop
+        self.timeout = timeout
+        self._build = build
+        self._intake = intake
+        self._batcher = batcher
+        self._backlog = backlog
+        self._courier = courier
+        self._ledger = ledger
+        self.taken: Any = None  # the item being built: still counted against the queue
+        self.dequeued = 0  # items taken from the queue (only the sender's thread writes this)
+        self.in_flight: Batch | None = None
+        self.posting = False  # a request is in flight while building goes on
+        self.building = threading.Lock()  # held while it does; abandon() waits for it
+        self.last_seal = time.monotonic()
+
+    def take(self, limit: int = 10_000, whole: bool = False) -> None:
+        """Move items from the queue into batches, building them on the way.
+
+        Unless ``whole``, it stops once a batch is ready to go: sending it then (which
+        waits on the network without the GIL) lets the threads that log run meanwhile.
+        """
+        items = self._intake.items
+        backlog = self._backlog
+        refused = 0
+        try:
+            for _ in range(limit):
+                try:
+                    item = items.popleft()
+                except IndexError:
+                    return
+                if type(item) is FlushMarker:
+                    self._intake.took_marker()
+                    self.seal()
+                    backlog.items.append(item)
+                    continue
+                if item is STOP:
+                    self._intake.took_marker()
+                    self.seal()
+                    self.stop.stopping = True
+                    continue
+                # Counted one by one, as taken: if building never returns (a __str__
+                # that hangs), shutdown() still accounts for everything.
+                self.dequeued += 1
+                if not backlog.has_room(backlog.last_size):
+                    # Memory is full (an outage without a spool): a record built now
+                    # would be refused by the bound; refuse it without building it.
+                    refused += 1
+                    continue
+                self.taken = item
+                made = self._build(item)
+                self.taken = None
+                if self.stop.finished.is_set():
+                    return  # shutdown() gave up on us meanwhile, and counted it
+                if made is not None and self._add(made) and not whole:
+                    head = backlog.items[0]
+                    if not isinstance(head, Batch) or head.not_before <= time.monotonic():
+                        return
+        finally:
+            if refused:
+                message = "the queue is full (max_queue_bytes); events dropped"
+                self._ledger.drop("queue_full", message, refused)
+
+    def _add(self, made: tuple[bytes, Kind]) -> bool:
+        """Put a built record in the batch being filled for its kind; True when that
+        sealed the batch."""
+        # While a request is in flight the batch grows past flush_at (up to its bytes
+        # limit): under load, batches grow with it, and each request carries more.
+        if not self._backlog.add(*made, grow=self.posting):
+            return False
+        self.last_seal = time.monotonic()
+        return True
+
+    def seal(self) -> None:
+        """Close the batches being filled: they join the backlog, to be sent in turn."""
+        self._backlog.seal()
+        self.last_seal = time.monotonic()
+
+    def send_due(self) -> None:
+        """Send batches from the head of the backlog while they are due and succeed."""
+        items = self._backlog.items
+        while items and not self.stop.finished.is_set():
+            head = items[0]
+            if isinstance(head, FlushMarker):
+                items.popleft()
+                head.done.set()
+                continue
+            if head.not_before > time.monotonic() or self.stop.past_send_deadline():
+                return
+            items.popleft()
+            again = self._send(head)
+            self._backlog.extend(again, first=True)
+            if again and again[0].not_before > time.monotonic():
+                return  # the head waits for its next try; the rest wait behind it
+            if not items:
+                self.take()
+
+    def _send(self, batch: Batch) -> list[Batch]:
+        """Post ``batch`` once. Returns what must be tried again (empty when done)."""
+        timeout = self.timeout
+        if self.stop.deadline is not None:
+            remaining = self.stop.send_deadline() - time.monotonic()
+            if remaining <= 0:
+                return [batch]
+            timeout = min(timeout, remaining)
+        self.in_flight = batch
+        result = self._post(batch, timeout)
+        self.in_flight = None
+        self._backlog.extend(self._batcher.seal_full())  # what came in meanwhile goes next
+        if self.stop.finished.is_set():
+            self._courier.late_answer(batch, result)
+            return []
+        return self._courier.settle(batch, result)
+
+    def _post(self, batch: Batch, timeout: float) -> SendResult:
+        """Send ``batch``; while the request waits on the network, build what comes in.
+
+        The request runs on a thread of its own only when there are items to build: a
+        sender that waited idle on the network would let a busy application queue items
+        faster than they go out.
+        """
+        transport, items = self.transport, self._intake.items
+        if not items or self.stop.deadline is not None:
+            return transport.send(batch.records, batch.kind, timeout)
+        request = _Request(transport, batch, timeout)
+        try:
+            threading.Thread(
+                target=request.run, name="posthog_logging.request", daemon=True
+            ).start()
+        except RuntimeError:  # no new threads at interpreter exit
+            return transport.send(batch.records, batch.kind, timeout)
+        self.posting = True
+        try:
+            while not request.done.wait(0 if items else BUILD_POLL):
+                if self.stop.deadline is not None or self.stop.finished.is_set():
+                    # Shutdown has begun and accounts for what is held: keep still.
+                    request.done.wait()
+                    break
+                with self.building:
+                    if not self.stop.finished.is_set():
+                        self.take(limit=BUILD_CHUNK, whole=True)
+        finally:
+            self.posting = False
+        return request.result
+
+
+class _Request:
+    """One request, run on a thread of its own while the sender goes on building."""
+
+    __slots__ = ("batch", "done", "result", "timeout", "transport")
+
+    def __init__(self, transport: Transport, batch: Batch, timeout: float) -> None:
+        self.transport = transport
+        self.batch = batch
+        self.timeout = timeout
+        self.done = threading.Event()
+        self.result = SendResult(status=None, error="no answer")
+
+    def run(self) -> None:
+        mark_library_thread()  # what the HTTP stack logs here is the library's own
+        try:
+            self.result = self.transport.send(self.batch.records, self.batch.kind, self.timeout)
+        except Exception as exc:  # pragma: no cover - send() never raises by contract
+            self.result = SendResult(status=None, error=type(exc).__name__)
+        finally:
+            self.done.set()
