@@ -166,14 +166,14 @@ class Dispatcher:
             if head.not_before > time.monotonic() or self.stop.past_send_deadline():
                 return
             items.popleft()
-            again = self._send(head)
+            again = self.send(head)
             self._backlog.extend(again, first=True)
             if again and again[0].not_before > time.monotonic():
                 return  # the head waits for its next try; the rest wait behind it
             if not items:
                 self.take()
 
-    def _send(self, batch: Batch) -> list[Batch]:
+    def send(self, batch: Batch) -> list[Batch]:
         """Post ``batch`` once. Returns what must be tried again (empty when done)."""
         timeout = self.timeout
         if self.stop.deadline is not None:

@@ -197,11 +197,10 @@ class Sender:
             batch = Batch([record], kind)
             self.backlog.admit(batch.size)
             waiting = [batch]
-            while waiting:
+            while waiting:  # the same send as the thread's; here, waiting for retries
                 current = waiting.pop(0)
                 time.sleep(max(0.0, current.not_before - time.monotonic()))
-                result = self.transport.send(current.records, current.kind, self.timeout)
-                waiting[:0] = self.courier.settle(current, result)
+                waiting[:0] = self.dispatcher.send(current)
             return batch.delivered
 
     def after_fork_in_child(self) -> None:
