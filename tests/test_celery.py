@@ -36,6 +36,8 @@ from posthog_logging.testing import CapturedEvents
 
 from . import _celery_app
 from .conftest import API_KEY, Records
+from .helpers import assert_anonymous, only
+from .polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LOGGER_NAME = "tests.celery_tasks"
@@ -45,10 +47,6 @@ CAPTURE = "tests.capture"
 IDENTIFY = "tests.identify_and_capture"
 FAIL = "tests.fail"
 SLOW = "tests.slow_capture"
-
-
-class TaskFailed(Exception):
-    pass
 
 
 def seen() -> dict[str, Any]:
@@ -91,7 +89,7 @@ def make_app(queue: str) -> Celery:
 
     @app.task(name=FAIL, shared=False)  # type: ignore[untyped-decorator]
     def fail(label: str) -> None:
-        raise TaskFailed(f"task {label} failed")
+        raise _celery_app.TaskFailed(f"task {label} failed")
 
     @app.task(name=SLOW, shared=False)  # type: ignore[untyped-decorator]
     def slow_capture(label: str, delay: float) -> dict[str, Any]:
@@ -136,33 +134,6 @@ def _instrumented() -> Iterator[None]:
 def tasks_logger(attach: Callable[..., logging.Logger]) -> logging.Logger:
     """The tasks' logger sends its marked records through the default client."""
     return attach(PostHogHandler(), name=LOGGER_NAME)
-
-
-def wait_for(
-    what: str,
-    predicate: Callable[[], Any],
-    timeout: float = 10.0,
-    details: Callable[[], str] = str,
-) -> Any:
-    """Poll ``predicate`` until it is true (returned) or fail the test at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"waited {timeout}s for {what}\n{details()}")
-        time.sleep(0.01)
-
-
-def only(events: list[dict[str, Any]]) -> dict[str, Any]:
-    assert len(events) == 1, events
-    return events[0]
-
-
-def assert_anonymous(event: dict[str, Any]) -> None:
-    assert event["distinct_id"] == event["uuid"]
-    assert event["properties"]["$process_person_profile"] is False
 
 
 def task_tags(name: str, task_id: str) -> dict[str, Any]:
@@ -267,7 +238,7 @@ def test_a_failing_task_is_captured_once(
     assert type(raised.value).__name__ == "TaskFailed"
     # Celery logs the failure (with its traceback) after the signal the capture runs on;
     # once the root logger saw that line, both had their chance to send it.
-    [line] = wait_for("Celery's error line", failure_logged(root_handlers, result.id))
+    [line] = wait_until(failure_logged(root_handlers, result.id), what="Celery's error line")
     assert line.name.startswith("celery")
 
     event = only(posthog_events.exceptions)
@@ -303,7 +274,7 @@ def test_celerys_error_line_is_what_sends_it_when_the_signal_does_not(
         result = app.tasks[FAIL].delay("logged")
     with pytest.raises(Exception, match="task logged failed"):
         result.get(timeout=10, interval=0.01)
-    wait_for("Celery's error line", failure_logged(root_handlers, result.id))
+    wait_until(failure_logged(root_handlers, result.id), what="Celery's error line")
     event = only(posthog_events.exceptions)
     assert event["properties"]["$exception_source"] == "python.logging"
     assert event["distinct_id"] == "producer-user"  # logged inside the task's context
@@ -321,7 +292,7 @@ def test_instrument_twice_is_harmless(
     context = ok.get(timeout=10, interval=0.01)
     with pytest.raises(Exception, match="task twice failed"):
         failed.get(timeout=10, interval=0.01)
-    wait_for("Celery's error line", failure_logged(root_handlers, failed.id))
+    wait_until(failure_logged(root_handlers, failed.id), what="Celery's error line")
 
     assert context["tags"] == task_tags(CAPTURE, ok.id)
     posthog_events.assert_captured("task_ran", distinct_id="twice", count=1)
@@ -533,7 +504,9 @@ def test_prefork_children_flush_at_warm_shutdown(
     labels = ["a", "b", "c"]
     for label in labels:
         worker.send(_celery_app.CAPTURE, label, f"user-{label}")
-    wait_for("the tasks to run", lambda: worker.done(labels), timeout=20, details=worker.output)
+    wait_until(
+        lambda: worker.done(labels), timeout=20, what="the tasks to run", details=worker.output
+    )
     assert server.events() == []  # nothing was sent while the child lives
     assert worker.stop() == 0
     events = wait_for_events(server, worker, 3, timeout=5)

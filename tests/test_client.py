@@ -21,13 +21,9 @@ from posthog_logging.ids import uuid7
 from posthog_logging.server import Fault, LocalServer
 
 from .conftest import API_KEY
+from .helpers import delivered
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-
-def stored(server: LocalServer, client: Client, n: int, **filters: Any) -> list[dict[str, Any]]:
-    assert client.flush(10)
-    return server.wait_for_events(n, **filters)
 
 
 class TestEventBuilding:
@@ -35,7 +31,7 @@ class TestEventBuilding:
         """capture() returns the event's UUIDv7, the one the server stores."""
         uid = client.capture("signed_up", distinct_id="u1")
         assert uid is not None and UUID7.match(uid)
-        [event] = stored(server, client, 1)
+        [event] = delivered(client, server, 1, timeout=10)
         assert event["uuid"] == uid
 
     def test_uuid7_is_time_ordered(self) -> None:
@@ -49,7 +45,7 @@ class TestEventBuilding:
         when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
         uid = "01890a5d-ac96-774b-b9aa-9a1c1e2f3a4b"
         client.capture("imported", distinct_id="u1", timestamp=when, uuid=uid)
-        [event] = stored(server, client, 1)
+        [event] = delivered(client, server, 1, timeout=10)
         assert event["uuid"] == uid
         assert event["timestamp"] == "2024-05-01T10:00:00.000000+00:00"
 
@@ -58,7 +54,7 @@ class TestEventBuilding:
         before = time.time()
         client.capture("clicked", distinct_id="u1")
         after = time.time()
-        [event] = stored(server, client, 1)
+        [event] = delivered(client, server, 1, timeout=10)
         sent = dt.datetime.fromisoformat(event["timestamp"]).timestamp()
         assert before - 0.001 <= sent <= after + 0.001
         assert event["timestamp"].endswith("+00:00")
@@ -66,7 +62,7 @@ class TestEventBuilding:
     def test_library_properties(self, client: Client, server: LocalServer) -> None:
         """$lib, $lib_version and the server-side defaults are on every event."""
         client.capture("x", distinct_id="u1")
-        props = stored(server, client, 1)[0]["properties"]
+        props = delivered(client, server, 1, timeout=10)[0]["properties"]
         assert props["$lib"] == "posthog-logging"
         assert props["$lib_version"] == posthog_logging.__version__
         assert props["$geoip_disable"] is True
@@ -81,7 +77,7 @@ class TestEventBuilding:
             posthog_logging.tag("a", "tag")
             posthog_logging.tag("b", "tag")
             client.capture("x", {"a": "explicit", "$lib": "mine", "$session_id": "s-given"})
-        props = stored(server, client, 1)[0]["properties"]
+        props = delivered(client, server, 1, timeout=10)[0]["properties"]
         assert (props["a"], props["b"], props["c"]) == ("explicit", "tag", "super")
         assert props["$lib"] == "posthog-logging"
         assert props["$session_id"] == "s-given"
@@ -95,7 +91,7 @@ class TestEventBuilding:
             posthog_logging.set_context_session("sess-1")
             client.capture("a")
             client.capture("b", distinct_id="explicit-user")
-        events = {e["event"]: e for e in stored(server, client, 2)}
+        events = {e["event"]: e for e in delivered(client, server, 2, timeout=10)}
         assert events["a"]["distinct_id"] == "ctx-user"
         assert events["a"]["properties"]["$session_id"] == "sess-1"
         assert events["b"]["distinct_id"] == "explicit-user"
@@ -103,20 +99,21 @@ class TestEventBuilding:
     def test_personless(self, client: Client, server: LocalServer) -> None:
         """No distinct_id anywhere: sent with a generated id and no person profile."""
         client.capture("anonymous_thing")
-        [event] = stored(server, client, 1)
+        [event] = delivered(client, server, 1, timeout=10)
         assert event["distinct_id"]
         assert event["properties"]["$process_person_profile"] is False
 
     def test_groups(self, client: Client, server: LocalServer) -> None:
         """groups= becomes $groups."""
         client.capture("x", distinct_id="u1", groups={"company": "acme"})
-        assert stored(server, client, 1)[0]["properties"]["$groups"] == {"company": "acme"}
+        groups = delivered(client, server, 1, timeout=10)[0]["properties"]["$groups"]
+        assert groups == {"company": "acme"}
 
     def test_set_and_set_once(self, client: Client, server: LocalServer) -> None:
         """set()/set_once() send $set/$set_once events for the person."""
         client.set({"plan": "pro"}, distinct_id="u1")
         client.set_once({"first_seen": "2024"}, distinct_id="u1")
-        events = {e["event"]: e for e in stored(server, client, 2)}
+        events = {e["event"]: e for e in delivered(client, server, 2, timeout=10)}
         assert events["$set"]["properties"]["$set"] == {"plan": "pro"}
         assert events["$set_once"]["properties"]["$set_once"] == {"first_seen": "2024"}
 
@@ -130,7 +127,7 @@ class TestEventBuilding:
         props = {"step": 1}
         client.capture("x", props, distinct_id="u1")
         props["step"] = 2
-        assert stored(server, client, 1)[0]["properties"]["step"] == 1
+        assert delivered(client, server, 1, timeout=10)[0]["properties"]["step"] == 1
 
 
 class TestBadArguments:
@@ -181,14 +178,14 @@ class TestBeforeSend:
 
         client = make_client(before_send=hook)
         client.capture("x", distinct_id="u1")
-        assert stored(server, client, 1)[0]["properties"]["added"] is True
+        assert delivered(client, server, 1, timeout=10)[0]["properties"]["added"] is True
 
     def test_none_drops(self, make_client: Callable[..., Client], server: LocalServer) -> None:
         """before_send returning None drops that event only, counted."""
         client = make_client(before_send=lambda e: None if e["event"] == "drop" else e)
         client.capture("drop", distinct_id="u1")
         client.capture("keep", distinct_id="u1")
-        assert [e["event"] for e in stored(server, client, 1)] == ["keep"]
+        assert [e["event"] for e in delivered(client, server, 1, timeout=10)] == ["keep"]
         assert client.stats.dropped["before_send"] == 1
 
     def test_raising_drops(
@@ -225,7 +222,7 @@ class TestBeforeSend:
         client = make_client(before_send=hook, flush_at=10)
         for name in ("bad", "numeric", "good"):
             client.capture(name, distinct_id="u1")
-        events = {e["event"]: e for e in stored(server, client, 2)}
+        events = {e["event"]: e for e in delivered(client, server, 2, timeout=10)}
         assert set(events) == {"numeric", "good"}
         assert events["numeric"]["distinct_id"] == "42"
         assert client.stats.dropped["before_send_error"] == 1
@@ -241,7 +238,7 @@ class TestBatching:
         client = make_client(flush_at=10)
         for i in range(35):
             client.capture("e", {"i": i}, distinct_id="u1")
-        events = stored(server, client, 35)
+        events = delivered(client, server, 35, timeout=10)
         assert sorted(e["properties"]["i"] for e in events) == list(range(35))
         batches = [r for r in server.requests if r.path.startswith("/batch")]
         assert batches[0].event_count <= 10
@@ -260,7 +257,7 @@ class TestBatching:
             client.capture("first", {"i": i}, distinct_id="u1")
         for i in range(1_000):
             client.capture("more", {"i": i}, distinct_id="u1")
-        stored(server, client, 1_010)
+        delivered(client, server, 1_010, timeout=10)
         counts = [r.event_count for r in server.requests if r.path.startswith("/batch")]
         assert counts[0] == 10
         assert max(counts[1:]) > 10  # grown past flush_at
@@ -288,7 +285,7 @@ class TestBatching:
         """gzip=False sends plain JSON."""
         client = make_client(gzip=False)
         client.capture("e", distinct_id="u1")
-        stored(server, client, 1)
+        delivered(client, server, 1, timeout=10)
         assert not any(r.gzipped for r in server.requests)
 
     def test_flush_interval_sends_without_flush(
@@ -310,7 +307,7 @@ class TestBatching:
         """stats counts enqueued and sent events."""
         for _ in range(3):
             client.capture("e", distinct_id="u1")
-        stored(server, client, 3)
+        delivered(client, server, 3, timeout=10)
         stats = client.stats
         assert (stats.enqueued, stats.sent, stats.failed, stats.pending) == (3, 3, 0, 0)
 
@@ -334,7 +331,7 @@ class TestConfiguration:
         monkeypatch.setenv("POSTHOG_HOST", server.url)
         client = Client(flush_interval=0.05)
         client.capture("from_env", distinct_id="u1")
-        assert stored(server, client, 1)[0]["event"] == "from_env"
+        assert delivered(client, server, 1, timeout=10)[0]["event"] == "from_env"
         client.shutdown()
 
     def test_precedence_of_sources(

@@ -31,7 +31,7 @@ from posthog_logging.client import Client
 from posthog_logging.diagnostics import Warner
 from posthog_logging.server import LocalServer
 
-Event = dict[str, Any]
+from .helpers import Event, delivered, one_delivered
 
 
 @pytest.fixture(autouse=True)
@@ -48,21 +48,6 @@ def _deliver_leftovers(default_client: Client) -> Iterator[None]:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def delivered(server: LocalServer, n: int, **filters: Any) -> list[Event]:
-    """Flush the default client, wait for ``n`` matching events and return all that match."""
-    assert posthog.flush(timeout=5), "flush() did not finish in time"
-    server.wait_for_events(n, timeout=5, **filters)
-    return server.events(**filters)
-
-
-def only(server: LocalServer, event: str, **filters: Any) -> Event:
-    """The single stored event named ``event``; fails when there are none or several."""
-    found = delivered(server, 1, event=event, **filters)
-    seen = [(e["event"], e["distinct_id"]) for e in found]
-    assert len(found) == 1, f"expected exactly one {event!r}, got {len(found)}: {seen}"
-    return found[0]
-
-
 def by_name(events: list[Event]) -> dict[str, Event]:
     """Events keyed by name (each name must occur once)."""
     names = [e["event"] for e in events]
@@ -76,7 +61,7 @@ def stored_after_flush(server: LocalServer) -> list[Event]:
     A sentinel event, captured last and waited for, proves the pipeline has drained.
     """
     posthog.capture("sentinel", distinct_id="sentinel")
-    delivered(server, 1, event="sentinel")
+    delivered(posthog, server, 1, event="sentinel")
     return [e for e in server.events() if e["event"] != "sentinel"]
 
 
@@ -129,7 +114,7 @@ class TestReferenceBasicUsage:
             posthog.capture("button_clicked", {"button": "export"})
             posthog.set({"last_active": "2024-09-07"})
 
-        events = by_name(delivered(server, 3))
+        events = by_name(delivered(posthog, server, 3))
         assert set(events) == {"page_viewed", "button_clicked", "$set"}
         for event in events.values():
             assert_has_person(event, "user123")
@@ -151,7 +136,7 @@ class TestReferenceBasicUsage:
             posthog.capture("feature_used", {"feature": "reports"})
             posthog.capture("session_ended")
 
-        events = by_name(delivered(server, 3))
+        events = by_name(delivered(posthog, server, 3))
         assert set(events) == {"session_started", "feature_used", "session_ended"}
         for event in events.values():
             assert_has_person(event, "user456")
@@ -181,7 +166,7 @@ class TestReferenceTagging:
             # Final event includes: user_id, request_id, user_segment, ab_test_group,
             # feature_flag_new_ui, error_type, error_code
 
-        events = by_name(delivered(server, 2, distinct_id="user789"))
+        events = by_name(delivered(posthog, server, 2, distinct_id="user789"))
         tags = {
             "request_id": "req_12345",
             "user_segment": "premium",
@@ -225,7 +210,7 @@ class TestReferenceNestedContexts:
             posthog.capture("request_completed")
             # Back to parent context: user123, request_type=api
 
-        events = by_name(delivered(server, 4, distinct_id="user123"))
+        events = by_name(delivered(posthog, server, 4, distinct_id="user123"))
         props = {name: e["properties"] for name, e in events.items()}
         assert props["request_started"]["request_type"] == "api"
         assert "operation" not in props["request_started"]
@@ -268,7 +253,7 @@ class TestReferenceFreshContexts:
             posthog.capture("user_action")
             # Includes: user123, parent_tag=value
 
-        events = by_name(delivered(server, 2))
+        events = by_name(delivered(posthog, server, 2))
         admin, user = events["admin_action"], events["user_action"]
         assert_has_person(admin, "admin456")
         assert admin["properties"]["admin_operation"] is True
@@ -336,7 +321,7 @@ class TestReferenceFunctionLevelContexts:
 
         assert result == {"success": True, "duration": 0.01, "id": "req_123"}
         assert readers() == EMPTY
-        events = by_name(delivered(server, 4))
+        events = by_name(delivered(posthog, server, 4))
         for name in ("request_processing_started", "request_processing_completed"):
             assert_has_person(events[name], "user456")
             props = events[name]["properties"]
@@ -360,7 +345,7 @@ class TestReferenceFunctionLevelContexts:
             background_cleanup_task()
             assert readers() == ("user123", None, {"request_id": "req_outer"})
 
-        events = delivered(server, 2, distinct_id="system")
+        events = delivered(posthog, server, 2, distinct_id="system")
         assert len(events) == 2
         for event in events:
             assert "request_id" not in event["properties"]
@@ -395,8 +380,8 @@ class TestReferenceExceptionHandling:
                 # Exception was already captured by context
                 posthog.capture("operation_failed", {"error_handled": True})
 
-        started = only(server, "operation_started")
-        failed = only(server, "operation_failed")
+        started = one_delivered(posthog, server, "operation_started")
+        failed = one_delivered(posthog, server, "operation_failed")
         for event in (started, failed):
             assert_has_person(event, "user123")
             assert event["properties"]["operation"] == "risky_operation"
@@ -428,14 +413,14 @@ class TestReferenceExceptionHandling:
         except ValueError:
             posthog.capture("operation_failed", {"error_handled": True})
 
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "user123")
         assert exception["properties"]["operation"] == "risky_operation"
         assert exception_types(exception) == [("ValueError", "Something went wrong")]
         mechanism = exception["properties"]["$exception_list"][0]["mechanism"]
         assert mechanism["handled"] is False
         # Outside the context again: the handler's event is personless and untagged.
-        failed = only(server, "operation_failed")
+        failed = one_delivered(posthog, server, "operation_failed")
         assert_personless(failed)
         assert "operation" not in failed["properties"]
 
@@ -451,7 +436,7 @@ class TestReferenceExceptionHandling:
                 # Manual exception capture since auto-capture is disabled
                 posthog.capture_exception(e)
 
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "user456")
         assert exception_types(exception) == [
             ("DangerousOperationError", "dangerous operation failed")
@@ -490,8 +475,8 @@ class TestReferenceExceptionHandling:
             raised = True
 
         assert raised
-        assert_has_person(only(server, "function_started"), "user789")
-        exception = only(server, "$exception")
+        assert_has_person(one_delivered(posthog, server, "function_started"), "user789")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "user789")
         assert exception_types(exception) == [("RuntimeError", "Function failed")]
 
@@ -574,7 +559,7 @@ class TestReferenceWebRequestPattern:
             ("alice", "req-a", "agent-a", "42"),
             ("bob", "req-b", "agent-b", "43"),
         ):
-            events = by_name(delivered(server, 2, distinct_id=user))
+            events = by_name(delivered(posthog, server, 2, distinct_id=user))
             assert set(events) == {"user_profile_viewed", "request_completed"}
             viewed_props = events["user_profile_viewed"]["properties"]
             done_props = events["request_completed"]["properties"]
@@ -596,7 +581,7 @@ class TestReferenceWebRequestPattern:
         assert client.get("/api/users/1", headers=identified).status_code == 200
         assert client.get("/api/users/2", headers={"User-Agent": "anon"}).status_code == 200
 
-        events = delivered(server, 4)
+        events = delivered(posthog, server, 4)
         assert len(events) == 4
         anonymous = [e for e in events if e["distinct_id"] != "alice"]
         assert len(anonymous) == 2
@@ -646,7 +631,7 @@ class TestReferenceAsync:
         # Run async operation
         asyncio.run(async_operation())
 
-        events = delivered(server, 2, distinct_id="async_user_123")
+        events = delivered(posthog, server, 2, distinct_id="async_user_123")
         assert {e["event"] for e in events} == {
             "async_operation_started",
             "async_operation_completed",
@@ -664,7 +649,7 @@ class TestReferenceAsync:
 
         asyncio.run(main())
 
-        events = delivered(server, 2, distinct_id="user_456")
+        events = delivered(posthog, server, 2, distinct_id="user_456")
         assert {e["event"] for e in events} == {"async_task_started", "async_task_completed"}
         for event in events:
             assert event["properties"]["task_id"] == "task_123"
@@ -679,7 +664,7 @@ class TestReferenceAsync:
 
         asyncio.run(main())
 
-        events = delivered(server, 20)
+        events = delivered(posthog, server, 20)
         assert len(events) == 20
         for event in events:
             number = event["distinct_id"].removeprefix("user_")
@@ -716,7 +701,7 @@ class TestReferenceHierarchy:
             # - shared: parent_value
             posthog.capture("parent_event")
 
-        events = by_name(delivered(server, 2, distinct_id="parent_user"))
+        events = by_name(delivered(posthog, server, 2, distinct_id="parent_user"))
         child, parent = events["child_event"]["properties"], events["parent_event"]["properties"]
         assert (
             child.items()
@@ -746,7 +731,7 @@ class TestReferenceHierarchy:
                 posthog.tag("branch", "second")
                 posthog.capture("second_child_event")  # Does NOT include branch=first
 
-        events = by_name(delivered(server, 2, distinct_id="parent_user"))
+        events = by_name(delivered(posthog, server, 2, distinct_id="parent_user"))
         assert events["first_child_event"]["properties"]["branch"] == "first"
         assert events["second_child_event"]["properties"]["branch"] == "second"
 
@@ -777,8 +762,8 @@ class TestReferenceBestPractices:
 
         handle_api_endpoint()
 
-        assert_has_person(only(server, "user_request_processed"), "user123")
-        assert_has_person(only(server, "api_endpoint_handled"), "endpoint_user")
+        assert_has_person(one_delivered(posthog, server, "user_request_processed"), "user123")
+        assert_has_person(one_delivered(posthog, server, "api_endpoint_handled"), "endpoint_user")
         assert readers() == EMPTY
 
     def test_tag_naming(self) -> None:
@@ -878,7 +863,7 @@ class TestReferenceThreadSafety:
         for t in threads:
             t.join()
 
-        events = delivered(server, 10)
+        events = delivered(posthog, server, 10)
         assert len(events) == 10
         for i, thread in enumerate(threads):
             # (Idents may be recycled once a thread ends, so compare each with its own.)
@@ -915,7 +900,7 @@ class TestThreadIsolation:
             for future in [pool.submit(work, i) for i in range(n_threads)]:
                 future.result()
 
-        events = delivered(server, n_threads * n_events, event="tick")
+        events = delivered(posthog, server, n_threads * n_events, event="tick")
         assert len(events) == n_threads * n_events
         for event in events:
             worker = event["properties"]["worker"]
@@ -946,7 +931,10 @@ class TestThreadIsolation:
             posthog.capture("main_event")
 
         assert seen == [EMPTY]
-        worker, main = only(server, "worker_event"), only(server, "main_event")
+        worker, main = (
+            one_delivered(posthog, server, "worker_event"),
+            one_delivered(posthog, server, "main_event"),
+        )
         assert_has_person(worker, "worker")
         assert worker["properties"]["side"] == "worker"
         assert_has_person(main, "main")
@@ -972,7 +960,7 @@ class TestThreadIsolation:
                 pool.submit(identified_job, True).result()
             assert pool.submit(next_job).result() == EMPTY
 
-        event = only(server, "next_job_event")
+        event = one_delivered(posthog, server, "next_job_event")
         assert_personless(event)
         assert "job" not in event["properties"]
 
@@ -1003,7 +991,10 @@ class TestTaskIsolation:
         asyncio.run(main())
 
         assert inherited == [("parent", "s-parent", {"origin": "parent"})]
-        child_event, parent_event = only(server, "child_event"), only(server, "parent_event")
+        child_event, parent_event = (
+            one_delivered(posthog, server, "child_event"),
+            one_delivered(posthog, server, "parent_event"),
+        )
         assert_has_person(child_event, "child")
         assert child_event["properties"]["origin"] == "child"
         assert child_event["properties"]["child_only"] is True
@@ -1032,7 +1023,7 @@ class TestTaskIsolation:
 
         asyncio.run(main())
 
-        events = delivered(server, 2, event="sibling_event")
+        events = delivered(posthog, server, 2, event="sibling_event")
         assert len(events) == 2
         for event in events:
             assert event["properties"]["worker"] == event["distinct_id"]
@@ -1057,7 +1048,7 @@ class TestTaskIsolation:
 
         asyncio.run(main())
 
-        events = delivered(server, 50, event="task_event")
+        events = delivered(posthog, server, 50, event="task_event")
         assert len(events) == 50
         for event in events:
             assert event["distinct_id"] == f"task-{event['properties']['n']}"
@@ -1081,7 +1072,7 @@ class TestTaskIsolation:
             await task
 
         asyncio.run(main())
-        assert_has_person(only(server, "late_event"), "creator")
+        assert_has_person(one_delivered(posthog, server, "late_event"), "creator")
 
 
 # -- leaving a context -----------------------------------------------------------------------
@@ -1134,7 +1125,7 @@ class TestRestore:
                 posthog.capture("fresh_event")
             assert readers() == ("parent", "s-parent", {"parent_tag": 1})
 
-        event = only(server, "fresh_event")
+        event = one_delivered(posthog, server, "fresh_event")
         assert_personless(event)
         assert "parent_tag" not in event["properties"]
         assert "$session_id" not in event["properties"]
@@ -1151,7 +1142,9 @@ class TestRestore:
                 posthog.capture("overrides")
             posthog.capture("parent")
 
-        sessions = {e["event"]: e["properties"]["$session_id"] for e in delivered(server, 3)}
+        sessions = {
+            e["event"]: e["properties"]["$session_id"] for e in delivered(posthog, server, 3)
+        }
         assert sessions == {"inherits": "s-parent", "overrides": "s-child", "parent": "s-parent"}
 
     def test_get_tags_returns_a_copy(self) -> None:
@@ -1263,7 +1256,7 @@ class TestExceptions:
         assert _frames(error) == _frames(plain)
         assert _frames(error)[-1][2] == "_fail"
 
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "deep_user")
         assert exception_types(exception) == [("ValueError", "deep failure")]
         frames = exception["properties"]["$exception_list"][0]["stacktrace"]["frames"]
@@ -1281,7 +1274,7 @@ class TestExceptions:
                 posthog.tag("level", "inner")
                 _ = 1 / 0
 
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "inner")
         props = exception["properties"]
         assert (
@@ -1333,7 +1326,7 @@ class TestExceptions:
                 posthog.identify_context("inner")
                 raise KeyError("missing")
 
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "outer")
 
     def test_crossing_scoped_functions_sent_once(self, server: LocalServer) -> None:
@@ -1405,7 +1398,7 @@ class TestExceptions:
             posthog.set({"email": "a@example.com"})
             posthog.set_once({"first_seen": "2024-01-01"})
 
-        events = by_name(delivered(server, 2, distinct_id="person_user"))
+        events = by_name(delivered(posthog, server, 2, distinct_id="person_user"))
         assert events["$set"]["properties"]["$set"] == {"email": "a@example.com"}
         assert events["$set_once"]["properties"]["$set_once"] == {"first_seen": "2024-01-01"}
         for event in events.values():
@@ -1486,7 +1479,7 @@ class TestScoped:
         assert sync_job() == "sync"
         assert asyncio.run(async_job()) == "async"
         assert readers() == EMPTY
-        events = delivered(server, 2, event="bare_event")
+        events = delivered(posthog, server, 2, event="bare_event")
         assert sorted(e["distinct_id"] for e in events) == ["bare_async", "bare_sync"]
 
     def test_each_call_has_its_own_context(self) -> None:
@@ -1535,7 +1528,7 @@ class TestScoped:
             asyncio.run(job())
 
         assert info.value is errors[0]
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "async_fail")
         assert exception["properties"]["step"] == "await"
 
@@ -1643,7 +1636,7 @@ class TestManualEnterExit:
             ctx.__exit__(type(e), e, e.__traceback__)
         assert readers() == EMPTY
 
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_has_person(exception, "manual")
         assert exception_types(exception) == [("ValueError", "by hand")]
 
@@ -1707,7 +1700,7 @@ class TestOutsideContext:
             assert readers() == EMPTY
             posthog.capture("later_in_context")
 
-        for event in delivered(server, 2):
+        for event in delivered(posthog, server, 2):
             assert_personless(event)
             assert "stray_tag" not in event["properties"]
             assert "$session_id" not in event["properties"]
@@ -1740,7 +1733,7 @@ class TestPrecedence:
             posthog.tag("region", "eu")
             posthog.capture("upgraded", {"plan": "pro"})
 
-        props = only(server, "upgraded")["properties"]
+        props = one_delivered(posthog, server, "upgraded")["properties"]
         assert props["plan"] == "pro"
         assert props["region"] == "eu"
 
@@ -1751,7 +1744,9 @@ class TestPrecedence:
             posthog.set_context_session("s-context")
             posthog.capture("switched", {"$session_id": "s-explicit"})
 
-        assert only(server, "switched")["properties"]["$session_id"] == "s-explicit"
+        assert (
+            one_delivered(posthog, server, "switched")["properties"]["$session_id"] == "s-explicit"
+        )
 
     def test_explicit_distinct_id_wins(self, server: LocalServer) -> None:
         """distinct_id= overrides the context's identity; the context's tags still apply."""
@@ -1761,7 +1756,7 @@ class TestPrecedence:
             posthog.capture("on_behalf", distinct_id="explicit_user")
             posthog.set({"role": "admin"}, distinct_id="explicit_user")
 
-        events = by_name(delivered(server, 2, distinct_id="explicit_user"))
+        events = by_name(delivered(posthog, server, 2, distinct_id="explicit_user"))
         assert events["on_behalf"]["properties"]["request_id"] == "r1"
         assert events["$set"]["properties"]["$set"] == {"role": "admin"}
         assert server.events(distinct_id="context_user") == []
@@ -1775,8 +1770,8 @@ class TestPrecedence:
                 posthog.capture("in_child")
             posthog.capture("in_parent")
 
-        assert_has_person(only(server, "in_child"), "child")
-        assert_has_person(only(server, "in_parent"), "parent")
+        assert_has_person(one_delivered(posthog, server, "in_child"), "child")
+        assert_has_person(one_delivered(posthog, server, "in_parent"), "parent")
 
 
 class TestPersonless:
@@ -1786,7 +1781,7 @@ class TestPersonless:
         """capture() outside any context sends a personless event."""
         posthog.capture("anonymous_event", {"x": 1})
 
-        event = only(server, "anonymous_event")
+        event = one_delivered(posthog, server, "anonymous_event")
         assert_personless(event)
         assert event["properties"]["x"] == 1
 
@@ -1797,7 +1792,7 @@ class TestPersonless:
             posthog.set_context_session("s-anon")
             posthog.capture("anonymous_in_context")
 
-        event = only(server, "anonymous_in_context")
+        event = one_delivered(posthog, server, "anonymous_in_context")
         assert_personless(event)
         assert event["properties"]["request_id"] == "r-anon"
         assert event["properties"]["$session_id"] == "s-anon"
@@ -1808,6 +1803,6 @@ class TestPersonless:
             posthog.tag("job", "nightly")
             raise ValueError("no one to blame")
 
-        exception = only(server, "$exception")
+        exception = one_delivered(posthog, server, "$exception")
         assert_personless(exception)
         assert exception["properties"]["job"] == "nightly"

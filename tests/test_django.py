@@ -25,6 +25,7 @@ from posthog_logging.testing import CapturedEvents
 
 from . import _django_project as project
 from .conftest import Records
+from .helpers import assert_anonymous, only
 
 project.configure()
 
@@ -44,17 +45,6 @@ def _no_identify_calls() -> Iterator[None]:
     project.identify_calls.clear()
     yield
     project.identify_calls.clear()
-
-
-def only(events: list[dict[str, Any]]) -> dict[str, Any]:
-    assert len(events) == 1, events
-    return events[0]
-
-
-def assert_anonymous(event: dict[str, Any]) -> None:
-    """No identity: PostHog gets the event's uuid as distinct_id, and no person."""
-    assert event["distinct_id"] == event["uuid"]
-    assert event["properties"]["$process_person_profile"] is False
 
 
 # -- identity -------------------------------------------------------------------------------

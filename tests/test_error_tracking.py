@@ -33,6 +33,8 @@ from posthog_logging.error_tracking import (
 from posthog_logging.server import LocalServer
 from posthog_logging.stdlib import PostHogHandler
 
+from .helpers import delivered, one_delivered
+
 FRAME_KEYS = {
     "platform",
     "filename",
@@ -133,18 +135,12 @@ def make_logger(
     return lambda **options: attach(PostHogHandler(client=client, **options))
 
 
-def received(server: LocalServer, client: Client, n: int = 1) -> list[dict[str, Any]]:
-    """Flush ``client`` and return the ``$exception`` events the server stored (at least n)."""
-    assert client.flush(timeout=10)
-    return server.wait_for_events(n, timeout=10, event="$exception")
-
-
-def only_exception_event(server: LocalServer, client: Client) -> dict[str, Any]:
-    """Flush and return the properties of the single ``$exception`` event stored."""
-    events = received(server, client)
-    assert len(events) == 1, events
+def exception_properties(server: LocalServer, client: Client) -> dict[str, Any]:
+    """Flush and return the properties of the single ``$exception`` event stored, after
+    checking that the server accepted every request."""
+    event = one_delivered(client, server, "$exception", timeout=10)
     assert {record.status for record in server.requests} == {200}
-    return events[0]["properties"]
+    return event["properties"]
 
 
 # -- the entries of $exception_list -----------------------------------------------------------
@@ -513,7 +509,7 @@ class TestCaptureException:
         exc = caught(outer_function)
         uid = client.capture_exception(exc, distinct_id="user-1")
         assert isinstance(uid, str)
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         [entry] = props["$exception_list"]
         assert entry["type"] == "ValueError"
         assert entry["value"] == "from the middle"
@@ -536,7 +532,7 @@ class TestCaptureException:
     def test_properties_and_distinct_id(self, client: Client, server: LocalServer) -> None:
         """Properties and distinct_id given to capture_exception go with the event."""
         client.capture_exception(caught(raise_value_error), {"route": "/x"}, distinct_id="u-9")
-        [event] = received(server, client)
+        [event] = delivered(client, server, timeout=10, event="$exception")
         assert event["distinct_id"] == "u-9"
         assert event["properties"]["route"] == "/x"
 
@@ -545,7 +541,7 @@ class TestCaptureException:
         client.capture_exception(
             caught(raise_value_error), {"$exception_list": "fake", "$exception_source": "x"}
         )
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert isinstance(props["$exception_list"], list)
         assert props["$exception_list"][0]["type"] == "ValueError"
 
@@ -556,7 +552,7 @@ class TestCaptureException:
         except CustomError:
             uid = client.capture_exception()
         assert isinstance(uid, str)
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert props["$exception_list"][0]["type"] == "CustomError"
         assert props["$exception_list"][0]["value"] == "current"
 
@@ -575,7 +571,7 @@ class TestCaptureException:
                 raise CustomError("top") from a
         except CustomError as exc:
             client.capture_exception(exc)
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         entries = props["$exception_list"]
         assert [e["type"] for e in entries] == ["CustomError", "ValueError"]
         assert entries[1]["mechanism"]["source"] == "__cause__"
@@ -588,7 +584,7 @@ class TestCaptureException:
             raise ExcGroup("g", [ValueError("v"), TypeError("t")])
         except Exception as exc:
             client.capture_exception(exc)
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         entries = props["$exception_list"]
         assert [e["type"] for e in entries] == ["ExceptionGroup", "ValueError", "TypeError"]
         assert entries[0]["mechanism"]["is_exception_group"] is True
@@ -605,7 +601,7 @@ class TestCaptureException:
         a.__context__ = b
         b.__context__ = a
         assert client.capture_exception(a) is not None
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert [e["value"] for e in props["$exception_list"]] == ["a", "b"]
 
     def test_recursion_error_arrives(self, client: Client, server: LocalServer) -> None:
@@ -614,7 +610,7 @@ class TestCaptureException:
             recurse(0)
         except RecursionError as exc:
             client.capture_exception(exc)
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         frames = props["$exception_list"][0]["stacktrace"]["frames"]
         assert len(frames) <= MAX_FRAMES
         assert frames[-1]["function"] == "recurse"
@@ -626,7 +622,7 @@ class TestCaptureException:
             raise BadStrError()
         except BadStrError as exc:
             assert client.capture_exception(exc) is not None
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         [entry] = props["$exception_list"]
         assert entry["type"] == "BadStrError"
         assert isinstance(entry["value"], str)
@@ -634,7 +630,7 @@ class TestCaptureException:
     def test_huge_message_truncated(self, client: Client, server: LocalServer) -> None:
         """A huge message is sent truncated, and the event is accepted."""
         client.capture_exception(caught(lambda: raise_value_error("h" * 2_000_000)))
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         value = props["$exception_list"][0]["value"]
         assert value.startswith("h" * 100)
         assert len(value) <= MAX_VALUE_LENGTH + 100
@@ -657,7 +653,7 @@ class TestLogging:
             outer_function()
         except ValueError:
             logger.exception("request failed for %s", "alice")
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert props["$exception_level"] == "error"
         assert props["$exception_source"] == "python.logging"
         [entry] = props["$exception_list"]
@@ -677,7 +673,7 @@ class TestLogging:
             raise_value_error()
         except ValueError:
             logger.critical("crashed", exc_info=True)
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert props["$exception_level"] == "fatal"
         assert props["$exception_source"] == "python.logging"
         mechanism = props["$exception_list"][0]["mechanism"]
@@ -696,7 +692,7 @@ class TestLogging:
             raise_value_error()
         except ValueError:
             log.warning("odd", exc_info=True)
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert props["$exception_level"] == "warning"
         assert props["$exception_source"] == "python.logging"
         assert props["$exception_list"][0]["mechanism"]["type"] == "logger"
@@ -728,7 +724,7 @@ class TestLogging:
                     "request_id": "r-1",
                 },
             )
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert props["$exception_level"] == "error"
         assert props["$exception_source"] == "python.logging"
         assert [e["type"] for e in props["$exception_list"]] == ["ValueError"]
@@ -752,7 +748,7 @@ class TestCapturedOnce:
             assert client.stats.enqueued == 1
             assert client.capture_exception(exc) is None
         assert client.stats.enqueued == 1
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert props["log_message"] == "first"
 
     def test_captured_then_logged(
@@ -765,7 +761,7 @@ class TestCapturedOnce:
             assert client.capture_exception(exc) is not None
             logger.exception("logged after")
             assert client.capture_exception(exc) is None
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert "log_message" not in props
         assert props["$exception_list"][0]["mechanism"]["type"] == "generic"
 
@@ -778,7 +774,7 @@ class TestCapturedOnce:
                 raise_value_error("same text")
             except ValueError:
                 logger.exception("failed")
-        events = received(server, client, 2)
+        events = delivered(client, server, 2, timeout=10, event="$exception")
         assert len(events) == 2
         assert len({e["uuid"] for e in events}) == 2
 
@@ -788,5 +784,5 @@ class TestCapturedOnce:
             raise SlottedError("slots")
         except SlottedError as exc:
             assert client.capture_exception(exc) is not None
-        props = only_exception_event(server, client)
+        props = exception_properties(server, client)
         assert props["$exception_list"][0]["type"] == "SlottedError"

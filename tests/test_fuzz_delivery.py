@@ -31,6 +31,7 @@ from posthog_logging import Client, PostHogHandler
 from posthog_logging.server import LocalServer
 
 from .conftest import API_KEY
+from .helpers import ReprOnly
 
 # -- fixtures: one server and one client of each kind for the whole module ----------------
 
@@ -160,16 +161,6 @@ class Labelled:
         return f"Labelled({self.label!r})"
 
 
-class Unprintable:
-    """An object whose ``__str__`` raises (its repr works, for hypothesis' reports)."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str")
-
-    def __repr__(self) -> str:
-        return "Unprintable()"
-
-
 def nest(depth: int, kind: str) -> Any:
     """A value nested ``depth`` levels deep (lists, dicts, tuples, or all three)."""
     value: Any = "bottom"
@@ -247,7 +238,7 @@ _leaves = (
     | st.complex_numbers()
     | st.sampled_from(list(Colour))
     | st.builds(Labelled, _text)
-    | st.just(Unprintable())
+    | st.just(ReprOnly())
     | _deep
 )
 
@@ -456,7 +447,7 @@ class TestAwkwardDistinctIds:
 
     @pytest.mark.parametrize(
         "distinct_id",
-        [Labelled(""), Unprintable()],
+        [Labelled(""), ReprOnly()],
         ids=["prints-empty", "unprintable"],
     )
     def test_object_printing_badly_does_not_lose_its_batch(

@@ -19,6 +19,8 @@ import posthog_logging
 from posthog_logging import Client, PostHogHandler
 from posthog_logging.server import LocalServer
 
+from .helpers import accepted_event_count
+
 THREADS = 8
 PER_THREAD = 2_000
 TASKS = 1_000
@@ -28,11 +30,6 @@ PER_TASK = 5
 def session_of(worker: str) -> str:
     """A recognisable session id for ``worker``."""
     return f"session-{worker}"
-
-
-def accepted_event_count(server: LocalServer) -> int:
-    """Events in the requests the server answered 200 (duplicates included)."""
-    return sum(r.event_count for r in server.requests if r.status == 200)
 
 
 def check_identity(event: dict[str, Any], worker: str) -> None:

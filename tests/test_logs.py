@@ -46,6 +46,7 @@ from posthog_logging.server import Fault, LocalServer
 from posthog_logging.stdlib import ContextFilter, PostHogHandler
 
 from .conftest import API_KEY, Records
+from .helpers import Unprintable, stored_line, wait_for_lines
 from .polling import wait_until
 from .test_delivery import SendSpy, fast_backoff  # noqa: F401
 from .test_spool import fast_spool_checks, segment_files, spool_dir  # noqa: F401
@@ -145,17 +146,6 @@ def shipping(
     become log lines (as well as events and ``$exception`` events)."""
     client = make_client(**options)
     return client, attach(PostHogHandler(client=client, logs_level=logs_level), name=name)
-
-
-def wait_for_lines(server: LocalServer, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The stored lines, once there are at least ``n`` of them."""
-    wait_until(lambda: len(server.store.logs()) >= n, timeout, f"{n} log lines")
-    return server.store.logs()
-
-
-def line_with_body(server: LocalServer, body: str) -> dict[str, Any]:
-    [line] = [row for row in server.store.logs() if row["body"] == body]
-    return line
 
 
 def logs_requests(server: LocalServer) -> list[tuple[int, str | None]]:
@@ -319,8 +309,8 @@ class TestLineContents:
             log.info("as the context")
         assert client.flush(5)
         wait_for_lines(server, 2)
-        assert line_with_body(server, "on behalf of someone")["distinct_id"] == "explicit_user"
-        assert line_with_body(server, "as the context")["distinct_id"] == "context_user"
+        assert stored_line(server, "on behalf of someone")["distinct_id"] == "explicit_user"
+        assert stored_line(server, "as the context")["distinct_id"] == "context_user"
         assert [x["body"] for x in server.store.logs(distinct_id="explicit_user")] == [
             "on behalf of someone"
         ]
@@ -406,10 +396,10 @@ class TestLineContents:
             "user signed up",
             "lookup failed",
         ]
-        signup_line = line_with_body(server, "user signed up")
+        signup_line = stored_line(server, "user signed up")
         assert signup_line["attributes"]["plan"] == "pro"
         assert signup_line["distinct_id"] == "user_9"
-        error_line = line_with_body(server, "lookup failed")
+        error_line = stored_line(server, "lookup failed")
         assert error_line["attributes"]["exception.type"] == "KeyError"
         stats = client.stats
         assert (stats.sent, stats.logs_sent, stats.failed, stats.dropped_total) == (5, 2, 0, 0)
@@ -448,8 +438,8 @@ class TestLineContents:
             assert (line["trace_id"], line["span_id"]) == (f"{TRACE_ID:032x}", f"{SPAN_ID:016x}")
             assert line["attributes"]["thread.id"] == threading.get_ident()
             assert line["attributes"]["code.filepath"] == __file__
-        assert line_with_body(server, "cart has 3 items")["attributes"]["cart_id"] == "c_17"
-        error = line_with_body(server, "could not divide")  # no traceback in the body
+        assert stored_line(server, "cart has 3 items")["attributes"]["cart_id"] == "c_17"
+        error = stored_line(server, "could not divide")  # no traceback in the body
         assert error["attributes"]["exception.type"] == "ZeroDivisionError"
         assert "in divide_by_zero" in error["attributes"]["exception.stacktrace"]
 
@@ -632,10 +622,10 @@ class TestTraceContext:
         assert client.flush(5)
         wait_for_lines(server, 2)
 
-        inside = line_with_body(server, "inside the span")
+        inside = stored_line(server, "inside the span")
         assert inside["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
         assert inside["span_id"] == "00f067aa0ba902b7"
-        outside = line_with_body(server, "outside the span")
+        outside = stored_line(server, "outside the span")
         assert (outside["trace_id"], outside["span_id"]) == ("", "")
 
         sent = {r["body"]["stringValue"]: r for r in wire.records()}
@@ -666,16 +656,6 @@ class TestTraceContext:
 # -- conformance ----------------------------------------------------------------------------
 
 
-class FailingStr:
-    """An object whose text cannot be had: str() and repr() both raise."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr either")
-
-
 AWKWARD_EXTRAS: dict[str, Any] = {
     "nested": {"a": {"b": [1, {"c": None}, ("t", 2.5)]}, "empty": {}, "list": []},
     "huge": 2**70,
@@ -688,7 +668,7 @@ AWKWARD_EXTRAS: dict[str, Any] = {
     "nothing": None,
     "raw": b"\x00\xff bytes",
     "buffer": bytearray(b"abc"),
-    "unprintable": FailingStr(),
+    "unprintable": Unprintable(),
     "decimal": decimal.Decimal("1.10"),
     "when": time.gmtime(0),
     "a_set": {3, 1, 2},
@@ -719,7 +699,7 @@ class TestConformance:
             posthog_logging.tag("weird tag", [math.nan, 2**80, None])
             log.info("注文 %s — café ✓ 🚀", "№1", extra=AWKWARD_EXTRAS)
             log.warning("x" * 200_000)
-            log.info(FailingStr())
+            log.info(Unprintable())
             log.info("%d items", "not a number")
             log.info("lone \ud800 surrogate in the message")
         assert client.flush(5)

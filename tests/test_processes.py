@@ -33,18 +33,9 @@ from posthog_logging.server import LocalServer
 from . import _process_workers as workers
 from .conftest import API_KEY
 from .forking import fork_with_threads, needs_fork, run_in_fork
+from .helpers import assert_each_sent_once
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def assert_each_sent_once(server: LocalServer) -> list[dict[str, Any]]:
-    """All stored events, after checking that no accepted request carried one twice."""
-    events = server.events()
-    uuids = [event["uuid"] for event in events]
-    assert len(set(uuids)) == len(uuids)
-    carried = sum(r.event_count for r in server.requests if r.method == "POST" and r.status == 200)
-    assert carried == len(events), f"{carried} events sent for {len(events)} stored: duplicates"
-    return events
 
 
 def uuids_of(events: list[dict[str, Any]], name: str) -> Counter[str]:

@@ -36,6 +36,8 @@ from posthog_logging.exceptions import DeliveryError
 from posthog_logging.serialisation import FILTERED
 from posthog_logging.server import LocalServer
 
+from .helpers import one_delivered
+
 WAIT = 10.0
 
 # -- helpers ------------------------------------------------------------------------------
@@ -529,13 +531,6 @@ SECRETS = {
 }
 
 
-def stored_one(client: Client, server: LocalServer, name: str) -> dict[str, Any]:
-    """Flush ``client`` and return the one event named ``name`` on ``server``."""
-    assert client.flush(timeout=WAIT)
-    [event] = server.wait_for_events(1, timeout=WAIT, event=name)
-    return event
-
-
 class TestRedaction:
     def test_default_filters_secret_looking_keys_at_any_depth(
         self, make_client: Callable[..., Client], server: LocalServer
@@ -543,7 +538,7 @@ class TestRedaction:
         """By default password, api_key, Authorization and nested access_token are filtered."""
         client = make_client()
         client.capture("form", SECRETS, distinct_id="u")
-        event = stored_one(client, server, "form")
+        event = one_delivered(client, server, "form", timeout=WAIT)
         props = event["properties"]
         assert props["password"] == FILTERED
         assert props["api_key"] == FILTERED
@@ -569,7 +564,7 @@ class TestRedaction:
                 "login",
                 extra={"event": True, "password": "pw-4444", "headers": {"Cookie": "c-5555"}},
             )
-        event = stored_one(client, server, "login")
+        event = one_delivered(client, server, "login", timeout=WAIT)
         props = event["properties"]
         assert props["session_token"] == FILTERED
         assert props["password"] == FILTERED
@@ -581,7 +576,7 @@ class TestRedaction:
         """With redact_keys=None every value arrives as given."""
         client = make_client(redact_keys=None)
         client.capture("form", SECRETS, distinct_id="u")
-        props = stored_one(client, server, "form")["properties"]
+        props = one_delivered(client, server, "form", timeout=WAIT)["properties"]
         for key, value in SECRETS.items():
             assert props[key] == value
 
@@ -591,7 +586,7 @@ class TestRedaction:
         """redact_keys=["ssn"] filters ssn (nested too) and nothing else."""
         client = make_client(redact_keys=["ssn"])
         client.capture("form", SECRETS, distinct_id="u")
-        props = stored_one(client, server, "form")["properties"]
+        props = one_delivered(client, server, "form", timeout=WAIT)["properties"]
         assert props["ssn"] == FILTERED
         assert props["user"] == {"name": "ann", "access_token": "at-2222", "ssn": FILTERED}
         assert props["password"] == "pw-hunter2"

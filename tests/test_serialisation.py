@@ -36,6 +36,8 @@ from posthog_logging.serialisation import (
 )
 from posthog_logging.server import LocalServer
 
+from .helpers import Unprintable, delivered
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -49,16 +51,6 @@ def roundtrip(value: Any, **options: Any) -> Any:
     converted = to_jsonable(value, **options)
     strict_json(converted)
     return json.loads(dumps(converted).decode("utf-8"))
-
-
-class BrokenStr:
-    """An object whose ``__str__`` and ``__repr__`` both raise."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr either")
 
 
 class Colour(enum.Enum):
@@ -264,7 +256,7 @@ class TestKnownTypes:
 
     def test_broken_str(self) -> None:
         """An object whose ``__str__``/``__repr__`` raise becomes a string, not null."""
-        result = roundtrip({"obj": BrokenStr(), "list": [BrokenStr()]})
+        result = roundtrip({"obj": Unprintable(), "list": [Unprintable()]})
         assert isinstance(result["obj"], str)
         assert result["obj"]
         assert isinstance(result["list"][0], str)
@@ -560,12 +552,6 @@ class TestRedactor:
 # -- end to end ----------------------------------------------------------------------------
 
 
-def captured(server: LocalServer, client: Client, name: str, n: int = 1) -> list[dict[str, Any]]:
-    """Flush ``client`` and return the ``n`` events named ``name`` the server stored."""
-    assert client.flush(timeout=10)
-    return server.wait_for_events(n, timeout=10, event=name)
-
-
 def statuses(server: LocalServer) -> set[int]:
     """The status codes the server answered so far."""
     return {record.status for record in server.requests}
@@ -586,14 +572,14 @@ class TestEndToEnd:
                 "inf": math.inf,
                 "blob": b"\x00\xff",
                 "tags": {"b", "a"},
-                "broken": BrokenStr(),
+                "broken": Unprintable(),
                 "surrogate\ud800": "x\udfff",
                 7: "int key",
             },
             distinct_id="user-1",
         )
         assert uid is not None
-        [event] = captured(server, client, "awkward")
+        [event] = delivered(client, server, timeout=10, event="awkward")
         props = event["properties"]
         assert props["password"] == FILTERED
         assert props["nested"] == {"api_key": FILTERED, "ok": 1}
@@ -617,7 +603,7 @@ class TestEndToEnd:
             current = current[0]
         values: list[Any] = [
             object(),
-            BrokenStr(),
+            Unprintable(),
             iter([1, 2]),
             lambda: None,
             type,
@@ -636,7 +622,7 @@ class TestEndToEnd:
         ]
         uids = [client.capture("odd", {"value": v}, distinct_id="u") for v in values]
         assert all(isinstance(u, str) for u in uids)
-        events = captured(server, client, "odd", len(values))
+        events = delivered(client, server, len(values), timeout=10, event="odd")
         assert {e["uuid"] for e in events} == set(uids)
         assert statuses(server) == {200}
         assert client.stats.dropped_total == 0
@@ -658,7 +644,7 @@ class TestEndToEnd:
             {"password": "p", "Authorization": "Bearer t", "tokens_used": 3, "author": "me"},
             distinct_id="u",
         )
-        [event] = captured(server, client, "login")
+        [event] = delivered(client, server, timeout=10, event="login")
         props = event["properties"]
         assert props["password"] == FILTERED
         assert props["Authorization"] == FILTERED
@@ -669,7 +655,7 @@ class TestEndToEnd:
         """With ``redact_keys=None`` the password goes in clear."""
         client = make_client(redact_keys=None)
         client.capture("login", {"password": "hunter2"}, distinct_id="u")
-        [event] = captured(server, client, "login")
+        [event] = delivered(client, server, timeout=10, event="login")
         assert event["properties"]["password"] == "hunter2"
 
     def test_custom_redact_keys(
@@ -678,7 +664,7 @@ class TestEndToEnd:
         """A client's custom ``redact_keys`` replace the defaults."""
         client = make_client(redact_keys=["ssn"])
         client.capture("form", {"ssn": "123", "password": "p"}, distinct_id="u")
-        [event] = captured(server, client, "form")
+        [event] = delivered(client, server, timeout=10, event="form")
         assert event["properties"]["ssn"] == FILTERED
         assert event["properties"]["password"] == "p"
 
@@ -688,7 +674,7 @@ class TestEndToEnd:
         """Secrets in super properties are redacted like the call's own."""
         client = make_client(super_properties={"api_key": "secret", "region": "eu"})
         client.capture("e", distinct_id="u")
-        [event] = captured(server, client, "e")
+        [event] = delivered(client, server, timeout=10, event="e")
         assert event["properties"]["api_key"] == FILTERED
         assert event["properties"]["region"] == "eu"
 
@@ -696,7 +682,7 @@ class TestEndToEnd:
         """An event over 1 MB only through long strings is cut to fit and sent."""
         props = {f"k{i}": "s" * 60_000 for i in range(30)}  # ~1.8 MB, strings under the limit
         uid = client.capture("long", props, distinct_id="u")
-        [event] = captured(server, client, "long")
+        [event] = delivered(client, server, timeout=10, event="long")
         assert event["uuid"] == uid
         assert all(len(v) < 60_000 for k, v in event["properties"].items() if k.startswith("k"))
         assert statuses(server) == {200}

@@ -34,6 +34,8 @@ from posthog_logging.server import Fault, LocalServer
 
 from .conftest import API_KEY
 from .forking import fork_with_threads, needs_fork, run_in_fork
+from .helpers import assert_each_sent_once
+from .polling import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the spool locks with flock")
 
@@ -59,15 +61,6 @@ def bytes_on_disk(directory: pathlib.Path) -> int:
     return sum(path.stat().st_size for path in directory.iterdir()) if directory.exists() else 0
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds; fail saying ``what`` was awaited after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"waited {timeout:g}s for {what}")
-        time.sleep(0.01)
-
-
 def holds_for(predicate: Callable[[], bool], seconds: float) -> bool:
     """Whether ``predicate`` stays true, checked continuously, for ``seconds``."""
     deadline = time.monotonic() + seconds
@@ -83,16 +76,6 @@ def capture_many(client: Client, name: str, count: int, **extra: Any) -> list[st
     uuids = [client.capture(name, {"i": i, **extra}, distinct_id="spool") for i in range(count)]
     assert None not in uuids
     return [uuid for uuid in uuids if uuid is not None]
-
-
-def assert_each_sent_once(server: LocalServer) -> list[dict[str, Any]]:
-    """All stored events, after checking that no accepted request carried one twice."""
-    events = server.events()
-    uuids = [event["uuid"] for event in events]
-    assert len(set(uuids)) == len(uuids)
-    carried = sum(r.event_count for r in server.requests if r.method == "POST" and r.status == 200)
-    assert carried == len(events), f"{carried} events sent for {len(events)} stored: duplicates"
-    return events
 
 
 def uuids_of(server: LocalServer, name: str) -> list[str]:

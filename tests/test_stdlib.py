@@ -18,7 +18,6 @@ import queue
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,22 +30,12 @@ from posthog_logging import Client, ContextFilter, PostHogHandler
 from posthog_logging.server import LocalServer
 
 from .conftest import API_KEY
+from .helpers import Unprintable, delivered, unique_name
 
 WAIT = 5.0
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def unique_name(prefix: str = "test.stdlib") -> str:
-    """A logger name no other test uses."""
-    return f"{prefix}.{uuid.uuid4().hex[:8]}"
-
-
-def delivered(client: Client, server: LocalServer, n: int = 1, **filters: Any) -> list[dict]:
-    """Flush ``client`` and wait for ``n`` events matching ``filters`` on ``server``."""
-    client.flush()
-    return server.wait_for_events(n, timeout=WAIT, **filters)
 
 
 def events_before_sentinel(
@@ -1012,16 +1001,6 @@ class TestNoRecursion:
 # -- 7. never raises -------------------------------------------------------------------------
 
 
-class Unprintable:
-    """An object whose ``str`` and ``repr`` raise."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr for you")
-
-
 class TestNeverRaises:
     """No logging call raises into the application; bad values are coerced.
 
@@ -1228,7 +1207,7 @@ class TestCheapPath:
         handler = CountingHandler(client=client)
         lock = CountingLock()
         handler.lock = lock  # type: ignore[assignment]
-        log = logging.getLogger(unique_name())
+        log = logging.getLogger(unique_name("test.stdlib"))
 
         records = [
             log.makeRecord(log.name, logging.INFO, __file__, 1, "plain", (), None),

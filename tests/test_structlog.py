@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 import threading
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -32,9 +31,8 @@ from posthog_logging.server import LocalServer
 from posthog_logging.structlog import PostHogProcessor, merge_posthog_context
 from posthog_logging.testing import CapturedEvents
 
+from .helpers import Unprintable, delivered, unique_name
 from .polling import wait_until
-
-WAIT = 5.0
 
 #: Keys structlog (or its stdlib integration) puts in an entry to describe it.
 RESERVED = ("event", "level", "timestamp", "logger", "exc_info", "exception", "stack_info")
@@ -51,11 +49,6 @@ def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
-
-
-def unique_name(prefix: str = "test.structlog") -> str:
-    """A logger name no other test uses."""
-    return f"{prefix}.{uuid.uuid4().hex[:8]}"
 
 
 def configure_capture(processors: Sequence[Processor]) -> LogCapture:
@@ -102,16 +95,6 @@ def caught(message: str = "boom") -> ValueError:
     except ValueError as exc:
         return exc
     raise AssertionError("unreachable")
-
-
-class Unprintable:
-    """An object whose ``str()`` and ``repr()`` both raise."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
 
 
 class Ambiguous:
@@ -840,7 +823,7 @@ class TestAsync:
     ) -> None:
         """structlog.stdlib.BoundLogger's ainfo and AsyncBoundLogger keep the task identity."""
         out = io.StringIO()
-        name = unique_name()
+        name = unique_name("test.structlog")
         attach(logging.StreamHandler(out), name=name)
         processors: list[Processor] = [
             merge_posthog_context,
@@ -1010,12 +993,6 @@ class TestThreads:
 # -- 7. end to end through the local server --------------------------------------------
 
 
-def delivered(client: Client, server: LocalServer, n: int, **filters: Any) -> list[dict[str, Any]]:
-    """Flush ``client`` and wait for ``n`` events matching ``filters`` on ``server``."""
-    client.flush()
-    return server.wait_for_events(n, timeout=WAIT, **filters)
-
-
 def stdlib_over_structlog(processors: Sequence[Processor]) -> None:
     """Configure structlog to hand its entries to logging, wrapped for ProcessorFormatter."""
     structlog.configure(
@@ -1109,7 +1086,7 @@ class TestEndToEnd:
         """Processor and PostHogHandler both in place: each entry and exception arrives once."""
         client = make_client()
         out = io.StringIO()
-        name = unique_name()
+        name = unique_name("test.structlog")
         attach(json_console(out), PostHogHandler(client=client), name=name)
         stdlib_over_structlog(
             [
@@ -1178,7 +1155,7 @@ class TestEndToEnd:
         """Without the processor, PostHogHandler reads capture and exc_info from the entry."""
         client = make_client()
         out = io.StringIO()
-        name = unique_name()
+        name = unique_name("test.structlog")
         attach(json_console(out), PostHogHandler(client=client), name=name)
         stdlib_over_structlog(
             [
@@ -1341,7 +1318,7 @@ class TestLogLines:
         at or above it is a line (keys as attributes, the person and session of the
         context), and marked entries are events as before."""
         client = make_client()
-        name = unique_name()
+        name = unique_name("test.structlog")
         attach(PostHogHandler(client=client, logs_level="INFO"), name=name)
         stdlib_over_structlog(
             [

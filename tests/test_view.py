@@ -30,7 +30,7 @@ from posthog_logging.cli.demo import shop_session
 from posthog_logging.ids import uuid7
 from posthog_logging.server import LocalServer
 
-from .polling import wait_until
+from .helpers import stored_line, wait_for_lines
 
 try:
     from selenium import webdriver
@@ -273,18 +273,6 @@ def wait_tables(driver: Chrome, condition: Callable[[Tables], bool], what: str) 
 
     found: Tables = wait_for(driver, both, what)
     return found
-
-
-def wait_for_lines(server: LocalServer, n: int) -> list[dict[str, Any]]:
-    """The log lines the server stored, oldest first, once there are at least ``n``."""
-    wait_until(lambda: len(server.store.logs()) >= n, WAIT, f"{n} stored log lines")
-    return server.store.logs()
-
-
-def stored_line(server: LocalServer, body: str) -> dict[str, Any]:
-    """The stored log line whose body is ``body``."""
-    [line] = [line for line in server.store.logs() if line["body"] == body]
-    return line
 
 
 def console(driver: Chrome) -> list[dict[str, Any]]:

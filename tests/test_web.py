@@ -33,12 +33,14 @@ from werkzeug.test import Client as WerkzeugClient
 
 import posthog_logging
 from posthog_logging import Client, PostHogHandler
-from posthog_logging.web import Request, RequestOptions, client_ip
 from posthog_logging.asgi import PostHogASGIMiddleware, _path
 from posthog_logging.contexts import current_state, get_context_distinct_id
 from posthog_logging.server import LocalServer
 from posthog_logging.testing import CapturedEvents
+from posthog_logging.web import Request, RequestOptions, client_ip
 from posthog_logging.wsgi import PostHogWSGIMiddleware
+
+from .helpers import delivered, only
 
 WAIT = 5.0
 DISTINCT = "X-POSTHOG-DISTINCT-ID"
@@ -48,25 +50,10 @@ SESSION = "X-POSTHOG-SESSION-ID"
 # -- helpers ---------------------------------------------------------------------------
 
 
-def delivered(client: Client, server: LocalServer, n: int = 1, **filters: Any) -> list[dict]:
-    """Flush ``client`` and wait for ``n`` events matching ``filters`` on ``server``."""
-    assert client.flush(WAIT)
-    return server.wait_for_events(n, timeout=WAIT, **filters)
-
-
 def settled(client: Client, server: LocalServer, **filters: Any) -> list[dict]:
     """Every matching event, once everything ``client`` queued so far has been sent."""
     assert client.flush(WAIT)
     return server.events(**filters)
-
-
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def mark(log: logging.Logger, name: str, **properties: Any) -> None:
@@ -234,12 +221,6 @@ def fastapi_app(log: logging.Logger, client: Client, **options: Any) -> FastAPI:
 
     app.add_middleware(PostHogASGIMiddleware, client=client, **options)
     return app
-
-
-def only(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The one event of ``events``."""
-    assert len(events) == 1, events
-    return events[0]
 
 
 # -- WSGI: Flask behind werkzeug's server ------------------------------------------------
