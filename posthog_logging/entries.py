@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,8 @@ from .client import Client
 from .contexts import ContextState, current_state
 from .error_tracking import ExceptionSnapshot, snapshot_exception
 from .events import ExceptionInfo, PendingEvent, choose_distinct_id, pending_exception
-from .levels import NEVER, exception_level_name
-from .otlp import PendingLog
+from .levels import NEVER, exception_level_name, level_name
+from .otlp import PendingLog, trace_context
 from .reentry import in_finaliser, this_thread
 
 __all__ = [
@@ -134,16 +135,27 @@ def exception_of(exc_info: Any) -> BaseException | None:
     return None
 
 
+#: Where a line was logged: (file path, line, function) or None, (thread id, thread name)
+#: or None, and the OpenTelemetry span (trace id, span id, flags) or None.
+Where = tuple[
+    "tuple[str, int, str] | None",
+    "tuple[int | None, str | None] | None",
+    "tuple[str, str, int] | None",
+]
+
+
 @dataclass(slots=True)
 class LogEntry:
     """A log call as a front-end saw it: everything the router needs to send it as an
     event, an ``$exception`` event and a log line. Built once per call that may send
-    something, so its fields are given by position on hot paths."""
+    something, so its fields are given by position on hot paths, and what only some of
+    what is sent needs (the formatted message, where it was logged) is asked of it
+    through :meth:`text` and :meth:`where`, which a front-end overrides to make them only
+    then."""
 
     created: float
     """When it was logged, in epoch seconds."""
     levelno: int
-    level_name: str
     logger_name: str | None
     event: str | None
     """The event's name when the entry is marked (``""`` for a marked entry whose name
@@ -162,17 +174,21 @@ class LogEntry:
     """Or a snapshot of it taken where it was logged (empty: already sent)."""
     source: str = "python.logging"
     """``$exception_source``: which front-end saw it."""
-    code: tuple[str, int, str] | None = None
-    """Where it was logged: file path, line, function (for log lines)."""
-    thread: tuple[int | None, str | None] | None = None
-    trace: tuple[str, str, int] | None = None
-    """The OpenTelemetry span it was logged in: trace id, span id, flags."""
+
+    @property
+    def level_name(self) -> str:
+        return level_name(self.levelno)
 
     def text(self) -> str:
         """The formatted message. Here ``message`` is that text; a front-end whose
-        messages are costly to format keeps what it needs there and overrides this:
-        only what is sent needs it."""
+        messages are costly to format keeps what it needs there and overrides this."""
         return str(self.message)
+
+    def where(self) -> Where:
+        """Where it was logged, for a log line: here, no code location, this thread
+        and the span active now (the router asks on the thread that logged)."""
+        thread = threading.current_thread()
+        return None, (thread.ident, thread.name), trace_context()
 
 
 class Router:
@@ -262,6 +278,7 @@ class Router:
         snapshot = entry.snapshot or None
         if snapshot is None and entry.exception is not None:
             snapshot = snapshot_exception(entry.exception)
+        code, thread, trace = entry.where()
         client.submit(
             PendingLog(
                 time=entry.created,
@@ -271,9 +288,9 @@ class Router:
                 attributes=entry.properties,
                 logger_name=entry.logger_name,
                 context=context,
-                code=entry.code,
-                thread=entry.thread,
-                trace=entry.trace,
+                code=code,
+                thread=thread,
+                trace=trace,
                 exception=snapshot,
             )
         )

@@ -30,6 +30,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,16 +199,17 @@ class _Layer:
     """The properties one source gives an event, JSON-safe, and as JSON members (the
     text between an object's braces), made once and spliced into each event."""
 
-    __slots__ = ("_without", "clashes", "keys", "members", "text")
+    __slots__ = ("_without", "clashes", "comma_text", "keys", "members", "text")
 
     def __init__(self, members: dict[str, Any], text: str | None = None) -> None:
         self.members = members
         self.keys = members.keys()
         self.text = (dumps_text(members)[1:-1] if members else "") if text is None else text
+        self.comma_text = "," + self.text if self.text else ""
         self.clashes = True  # sets a key a fixed layer sets too (only context layers say)
         self._without: tuple[frozenset[str], str] = (frozenset(), self.text)
 
-    def text_without(self, later: set[str] | frozenset[str]) -> str:
+    def text_without(self, later: AbstractSet[str]) -> str:
         """Its members less those a later layer sets, as JSON members (the last answer
         is remembered: the events of one call site override the same keys)."""
         overridden = frozenset(self.keys & later)
@@ -252,14 +254,37 @@ class EventBuilder:
         self._report_collisions("super_properties")
         self._owned = _Layer({"$lib": LIB_NAME, "$lib_version": __version__, "$is_server": True})
         self._fixed_keys = frozenset(self._constant.keys) | self._owned.keys
+        self._owned_comma_text = "," + self._owned.text
         self._last_context: tuple[ContextState | None, _Layer] = (None, _Layer({}))
-        self._last_head: tuple[str, str, str] = ("", "", "")
+        self._last_name_and_person: tuple[str, str, str] = ("", "", "")
+        # For a run of one context, person and name: (context, explicit person, name, head).
+        self._last_head: tuple[Any, Any, str, str] = (None, None, "", "")
         self._last_distinct_id: tuple[str | None, str] = (None, "")
 
     def build(self, pending: PendingEvent) -> BuiltEvent:
         """Build the event; raise :class:`DroppedEvent` if it must not be sent."""
+        uuid = pending.uuid
+        if uuid is None:  # made here, for the events whose caller did not need it at once
+            timestamp = pending.timestamp
+            uuid = pending.uuid = uuid7(timestamp if type(timestamp) is float else None)
+        if self._before_send is None and pending.exception is None:
+            properties = self._usual_properties(pending)
+            if properties is not None:  # the usual event (plain properties: no collision)
+                payload = "".join(
+                    (
+                        self._last_head[3],
+                        properties,
+                        '},"timestamp":"',
+                        format_timestamp(pending.timestamp),
+                        '","uuid":"',
+                        uuid,
+                        '"}',
+                    )
+                ).encode("utf-8", "replace")
+                if len(payload) <= MAX_EVENT_BYTES:
+                    return BuiltEvent(uuid=uuid, payload=payload)
         try:
-            return self._build(pending)
+            return self._build(pending, uuid)
         finally:
             if self._collisions:
                 self._report_collisions(f"event {pending.event!r}")
@@ -270,14 +295,15 @@ class EventBuilder:
         if keys and self._on_collision is not None:
             self._on_collision(where, keys)
 
-    def _build(self, pending: PendingEvent) -> BuiltEvent:
+    def _build(self, pending: PendingEvent, uuid: str) -> BuiltEvent:
+        """Any event but the usual one: with ``before_send`` or an exception, as a dict;
+        else spliced from its layers, less what later layers set."""
         if self._before_send is not None or pending.exception is not None:
             data = self.to_dict(pending)
             if self._before_send is not None:
                 data = self._apply_before_send(data)
             payload = self._serialise(data)
             return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
-        uuid = self._uuid(pending)
         distinct_id, layers = self._layers(pending, uuid)
         parts = (
             self._head(pending.event, distinct_id),
@@ -295,7 +321,10 @@ class EventBuilder:
 
     def to_dict(self, pending: PendingEvent) -> dict[str, Any]:
         """The event as the JSON-safe dict that goes on the wire."""
-        uuid = self._uuid(pending)
+        if pending.uuid is None:
+            timestamp = pending.timestamp
+            pending.uuid = uuid7(timestamp if type(timestamp) is float else None)
+        uuid = pending.uuid
         distinct_id, layers = self._layers(pending, uuid)
         properties: dict[str, Any] = {}
         for layer in layers:  # a later layer's value wins
@@ -337,6 +366,45 @@ class EventBuilder:
             owned,
         )
         return checked, layers
+
+    def _usual_properties(self, pending: PendingEvent) -> str | None:
+        """The properties as JSON members for the usual event, spliced from the layers
+        (see :meth:`_layers`) without making them: identified, no groups, flat plain
+        properties that set nothing the fixed layers (the constant and the library's)
+        set. Its own properties may override its context's tags: the context's text is
+        then the one less those keys (remembered), as in :meth:`_properties_json`. None
+        for any other event (and then ``_last_head`` is not this event's)."""
+        context, explicit, name = pending.context, pending.distinct_id, pending.event
+        if pending.groups:
+            return None
+        last = self._last_head
+        if not (last[0] is context and last[1] is explicit and last[2] == name):
+            distinct_id = choose_distinct_id(explicit, context)
+            if distinct_id is None:
+                return None
+            head = self._head(name, self._checked_distinct_id(distinct_id))
+            # Remembered by identity only for what cannot change: a str (or no) person.
+            self._last_head = (context, explicit, name, head)
+            if explicit is not None and type(explicit) is not str:
+                self._last_head = (None, None, "", head)
+        last_context = self._last_context  # _context_layer's memory, read here: hot path
+        layer = last_context[1] if last_context[0] is context else self._context_layer(context)
+        if layer.clashes:
+            return None
+        props = pending.properties
+        if not props:
+            return self._constant.text + layer.comma_text + self._owned_comma_text
+        own = plain_json(props, self._redactor)
+        keys = props.keys()
+        if own is None or not keys.isdisjoint(self._fixed_keys):
+            return None
+        context_text = layer.comma_text
+        if not keys.isdisjoint(layer.keys):  # the event's own values win over the tags'
+            context_text = layer.text_without(keys)
+            context_text = "," + context_text if context_text else ""
+        if len(own) == 2:  # {}
+            return self._constant.text + context_text + self._owned_comma_text
+        return "".join((self._constant.text, context_text, ",", own[1:-1], self._owned_comma_text))
 
     def _properties_json(self, layers: tuple[_Layer, ...]) -> str:
         """The properties as JSON members: each layer's, less what a later layer sets."""
@@ -387,7 +455,7 @@ class EventBuilder:
     def _head(self, name: str, distinct_id: str) -> str:
         """The event's JSON up to its properties (the last one is remembered: events
         come in runs of one name and person)."""
-        last = self._last_head
+        last = self._last_name_and_person
         if last[0] == name and last[1] == distinct_id:
             return last[2]
         head = "".join(
@@ -399,15 +467,8 @@ class EventBuilder:
                 ',"properties":{',
             )
         )
-        self._last_head = (name, distinct_id, head)
+        self._last_name_and_person = (name, distinct_id, head)
         return head
-
-    def _uuid(self, pending: PendingEvent) -> str:
-        """The event's uuid, made now if the caller did not need it at once."""
-        if pending.uuid is None:
-            timestamp = pending.timestamp
-            pending.uuid = uuid7(timestamp if type(timestamp) is float else None)
-        return pending.uuid
 
     def _exception_properties(self, exc: ExceptionInfo) -> dict[str, Any]:
         properties: dict[str, Any] = {

@@ -27,6 +27,7 @@ from .entries import (
     STRUCTLOG_RESERVED,
     LogEntry,
     Router,
+    Where,
     exception_of,
     split_properties,
     stamped_context,
@@ -351,11 +352,9 @@ class PostHogHandler(logging.Handler):
                 name = d.get("posthog_event_name") or as_text(record.msg)
         properties, distinct_id, groups = _record_properties(d, self._not_properties)
         exc_info = record.exc_info
-        line = record.levelno >= self._logs_threshold  # only a line needs where and how
         return _RecordEntry(
             record.created,
             record.levelno,
-            record.levelname,
             record.name,
             name,
             properties,
@@ -365,10 +364,6 @@ class PostHogHandler(logging.Handler):
             record,
             exc_info[1] if exc_info else None,
             d.get("posthog_exception"),
-            "python.logging",
-            (record.pathname, record.lineno, record.funcName) if line else None,
-            (record.thread, record.threadName) if line else None,
-            _trace_of(d) if line else None,
         )
 
     def _structlog_entry(self, record: logging.LogRecord, entry: dict[str, Any]) -> LogEntry:
@@ -378,23 +373,19 @@ class PostHogHandler(logging.Handler):
         if marker:
             name = marker if isinstance(marker, str) else as_text(entry.get("event", ""))
         properties, distinct_id, groups = split_properties(entry, self._not_structlog_properties)
-        return LogEntry(
+        return _WrappedEntry(
             record.created,
             record.levelno,
-            record.levelname,
             record.name,
             name,
             properties,
             distinct_id,
             groups,
             stamped_context(entry),
-            as_text(entry.get("event", "")),
+            record,
             exception_of(entry.get("exc_info")),
             None,
             "python.structlog",
-            (record.pathname, record.lineno, record.funcName),
-            (record.thread, record.threadName),
-            _trace_of(record.__dict__),
         )
 
     def flush(self) -> None:
@@ -413,14 +404,33 @@ class PostHogHandler(logging.Handler):
 
 
 class _RecordEntry(LogEntry):
-    """A record's entry: its message (the record itself, in ``message``) is formatted
-    only when something sent needs it."""
+    """A record's entry: the record itself is its ``message``, formatted (and its place
+    read) only when something sent needs it."""
 
     __slots__ = ()
+
+    @property
+    def level_name(self) -> str:
+        return str(self.message.levelname)
 
     def text(self) -> str:
         record: logging.LogRecord = self.message
         return record.__dict__.get("posthog_message") or _message(record)
+
+    def where(self) -> Where:
+        record: logging.LogRecord = self.message
+        code = (record.pathname, record.lineno, record.funcName)
+        return code, (record.thread, record.threadName), _trace_of(record.__dict__)
+
+
+class _WrappedEntry(_RecordEntry):
+    """An entry structlog wrapped for logging: its message is the event dict's."""
+
+    __slots__ = ()
+
+    def text(self) -> str:
+        entry: dict[str, Any] = self.message.msg
+        return as_text(entry.get("event", ""))
 
 
 def _trace_of(d: dict[str, Any]) -> tuple[str, str, int] | None:

@@ -47,11 +47,12 @@ from .entries import (
     STRUCTLOG_RESERVED,
     LogEntry,
     Router,
+    Where,
     exception_of,
     split_properties,
     stamped_context,
 )
-from .levels import NEVER, entry_level, level_name, parse_level
+from .levels import NEVER, entry_level, parse_level
 from .otlp import trace_context
 from .serialisation import as_text
 
@@ -103,8 +104,11 @@ class PostHogProcessor:
 
     __slots__ = (
         "_client",
+        "_logs_threshold",
         "_not_properties",
+        "_route",
         "_router",
+        "_wants",
         "event_key",
         "exception_level",
         "logs_level",
@@ -127,6 +131,9 @@ class PostHogProcessor:
         self.exception_level = parse_level(exception_level, "exception_level")
         self.logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
         self._router = Router(exception_level=self.exception_level, logs_level=self.logs_level)
+        # Asked of every entry: bound once.
+        self._wants, self._route = self._router.wants, self._router.route
+        self._logs_threshold = self._router.logs_threshold
         self._not_properties = STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {event_key}
 
     def __repr__(self) -> str:
@@ -141,12 +148,12 @@ class PostHogProcessor:
         try:
             marker = event_dict.pop(self.event_key, None)
             exc_info = event_dict.get("exc_info")
-            if not marker and not exc_info and self._router.logs_threshold == NEVER:
+            if not marker and not exc_info and self._logs_threshold == NEVER:
                 return event_dict
             levelno = entry_level(method_name, event_dict)
-            if self._router.wants(marker, levelno, exc_info):
+            if self._wants(marker, levelno, exc_info):
                 entry = self._entry(logger, marker, levelno, exc_info, event_dict)
-                self._router.route(self.client, entry)
+                self._route(self.client, entry)
         except Exception:
             with contextlib.suppress(Exception):  # even counting failed: stay silent
                 self.client.count_drop(
@@ -172,26 +179,35 @@ class PostHogProcessor:
         name = None
         if marker:
             name = marker if isinstance(marker, str) else as_text(event_dict.get("event", ""))
-        line = levelno >= self._router.logs_threshold  # only a line needs where and how
-        thread = threading.current_thread() if line else None
-        return LogEntry(
+        line = levelno >= self._logs_threshold  # only a line or an exception names it
+        return _Entry(
             time.time(),
             levelno,
-            level_name(levelno),
             _logger_name(logger, event_dict) if line or exc_info else None,
             name,
             properties,
             distinct_id,
             groups,
             stamped_context(event_dict),
-            as_text(event_dict.get("event", "")),
+            event_dict,
             exception_of(exc_info) if exc_info else None,
             None,
             "python.structlog",
-            _callsite(event_dict) if line else None,
-            None if thread is None else (thread.ident, thread.name),
-            trace_context() if line else None,
         )
+
+
+class _Entry(LogEntry):
+    """A structlog entry's: its message (from the event dict, in ``message``) is made
+    only when something sent needs it."""
+
+    __slots__ = ()
+
+    def text(self) -> str:
+        return as_text(self.message.get("event", ""))
+
+    def where(self) -> Where:
+        thread = threading.current_thread()
+        return _callsite(self.message), (thread.ident, thread.name), trace_context()
 
 
 def _callsite(event_dict: EventDict) -> tuple[str, int, str] | None:

@@ -13,7 +13,7 @@ import collections
 import time
 
 from ..exceptions import UnsafeSpoolDirectory
-from .batcher import Batch, Batcher, Replay, record_size
+from .batcher import Batch, Batcher, Replay
 from .intake import FlushMarker
 from .kinds import KINDS, Kind
 from .spool import Segment, Spool, SpoolStats
@@ -63,17 +63,21 @@ class Backlog:
     def add(self, record: bytes, kind: Kind, *, grow: bool) -> bool:
         """Put a built record in the batch being filled for its kind, if memory allows
         (else it is dropped and counted); True when that filled the batch, which joins
-        the backlog. ``grow``: a request is in flight, and batches grow past flush_at."""
-        size = record_size(record)
+        the backlog. ``grow``: a request is in flight, and batches grow past flush_at.
+
+        Run for every record: :meth:`has_room` and :meth:`admit` are written out here."""
+        size = len(record) + 1  # record_size()
         batcher = self._batcher
         if batcher.must_seal_before(kind, size):
             self.extend(batcher.seal(kind))
         if self.spool is not None:
             self.spill_overflow(size)
-        if not self.has_room(size):
+        if self.bytes + size > self.max_bytes:
             self._ledger.drop("queue_full", "the queue is full (max_queue_bytes); events dropped")
             return False
-        self.admit(size)
+        self.records += 1
+        self.bytes += size
+        self.last_size = size
         sealed = batcher.add(record, kind, size, grow=grow)
         if sealed is None:
             return False

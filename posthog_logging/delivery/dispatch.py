@@ -120,7 +120,7 @@ class Dispatcher:
                 # Counted one by one, as taken: if building never returns (a __str__
                 # that hangs), shutdown() still accounts for everything.
                 self.dequeued += 1
-                if not backlog.has_room(backlog.last_size):
+                if backlog.bytes + backlog.last_size > backlog.max_bytes:
                     # Memory is full (an outage without a spool): a record built now
                     # would be refused by the bound; refuse it without building it.
                     refused += 1
@@ -130,7 +130,13 @@ class Dispatcher:
                 self.taken = None
                 if self.stop.finished.is_set():
                     return  # shutdown() gave up on us meanwhile, and counted it
-                if made is not None and self._add(made) and not whole:
+                # While a request is in flight the batch grows past flush_at (up to its
+                # bytes limit): under load batches grow with it, and each request carries
+                # more.
+                if made is not None and backlog.add(made[0], made[1], grow=self.posting):
+                    self.last_seal = time.monotonic()  # it filled a batch
+                    if whole:
+                        continue
                     head = backlog.items[0]
                     if not isinstance(head, Batch) or head.not_before <= time.monotonic():
                         return
@@ -138,16 +144,6 @@ class Dispatcher:
             if refused:
                 message = "the queue is full (max_queue_bytes); events dropped"
                 self._ledger.drop("queue_full", message, refused)
-
-    def _add(self, made: tuple[bytes, Kind]) -> bool:
-        """Put a built record in the batch being filled for its kind; True when that
-        sealed the batch."""
-        # While a request is in flight the batch grows past flush_at (up to its bytes
-        # limit): under load, batches grow with it, and each request carries more.
-        if not self._backlog.add(*made, grow=self.posting):
-            return False
-        self.last_seal = time.monotonic()
-        return True
 
     def seal(self) -> None:
         """Close the batches being filled: they join the backlog, to be sent in turn."""
