@@ -122,10 +122,13 @@ class Client:
             spool = Spool(
                 spool_dir, host=self.host, api_key=self.api_key, max_bytes=spool_max_bytes
             )
+        if transport is None:  # (not "or": a transport may be falsy, an empty recorder is)
+            transport = HTTPTransport(
+                self.host, self.api_key or "", gzip=gzip, service_name=service_name
+            )
         self._sender = Sender(
             self._build,
-            transport
-            or HTTPTransport(self.host, self.api_key or "", gzip=gzip, service_name=service_name),
+            transport,
             host=self.host,
             flush_at=flush_at,
             flush_interval=self.flush_interval,
