@@ -455,7 +455,7 @@ def hostile(data: pathlib.Path) -> list[dict[str, Any]]:
         start = time.monotonic()
         client.shutdown(1)
         took = time.monotonic() - start
-        sender = client._thread
+        sender = client._sender.thread
         ended = poll(lambda: sender is None or not sender.is_alive(), 2)
         row(
             "`shutdown(1)` during a request that never gets an answer (`timeout=60`)",
