@@ -331,7 +331,7 @@ class Client:
                 return None
         assert type(item) is PendingEvent
         try:
-            return self._builder.build(item).payload, EVENTS
+            return self._builder.build(item), EVENTS
         except DroppedEvent as drop:
             self.count_drop(drop.reason, drop.detail)
         except Exception as exc:

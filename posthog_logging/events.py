@@ -30,7 +30,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,21 +44,12 @@ from .error_tracking import (
     snapshot_exception,
 )
 from .ids import format_timestamp, uuid7
-from .serialisation import (
-    Redactor,
-    as_text,
-    dumps,
-    dumps_text,
-    plain_json,
-    quote,
-    to_jsonable,
-)
+from .serialisation import Redactor, as_text, dumps, jsonable_mapping, to_jsonable
 from .wire import MAX_EVENT_BYTES
 
 __all__ = [
     "LIB_NAME",
     "MAX_EVENT_BYTES",
-    "BuiltEvent",
     "DroppedEvent",
     "EventBuilder",
     "ExceptionInfo",
@@ -113,14 +103,6 @@ class PendingEvent:
     exception: ExceptionInfo | None = None
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass is slow to make, one per event
-class BuiltEvent:
-    """An event ready for the wire: its uuid and its JSON bytes."""
-
-    uuid: str
-    payload: bytes
-
-
 def pending_exception(
     exception: BaseException | None,
     info: ExceptionInfo,
@@ -172,8 +154,6 @@ def _library_defaults() -> dict[str, Any]:
     }
 
 
-_IMMUTABLE_SCALARS = frozenset({str, int, float, bool, type(None)})
-
 _PLACEHOLDER_IDS = frozenset(
     {
         "null",
@@ -195,43 +175,11 @@ _PLACEHOLDER_IDS = frozenset(
 )
 
 
-class _Layer:
-    """The properties one source gives an event, JSON-safe, and as JSON members (the
-    text between an object's braces), made once and spliced into each event."""
-
-    __slots__ = ("_without", "clashes", "comma_text", "keys", "members", "text")
-
-    def __init__(self, members: dict[str, Any], text: str | None = None) -> None:
-        self.members = members
-        self.keys = members.keys()
-        self.text = (dumps_text(members)[1:-1] if members else "") if text is None else text
-        self.comma_text = "," + self.text if self.text else ""
-        self.clashes = True  # sets a key a fixed layer sets too (only context layers say)
-        self._without: tuple[frozenset[str], str] = (frozenset(), self.text)
-
-    def text_without(self, later: AbstractSet[str]) -> str:
-        """Its members less those a later layer sets, as JSON members (the last answer
-        is remembered: the events of one call site override the same keys)."""
-        overridden = frozenset(self.keys & later)
-        last = self._without
-        if last[0] == overridden:
-            return last[1]
-        rest = {key: value for key, value in self.members.items() if key not in overridden}
-        text = dumps_text(rest)[1:-1] if rest else ""
-        self._without = (overridden, text)
-        return text
-
-
-_EMPTY_LAYER = _Layer({})
-
-
 class EventBuilder:
     """Turns a :class:`PendingEvent` into wire-ready JSON. Runs on the sender thread.
 
-    An event's properties come in layers, lowest precedence first (see the module's
-    docstring); :meth:`_layers` is the one place that order is written down. JSON is
-    spliced from each layer's text, each less the keys a later layer sets; the layers
-    that are the same for many events (the constant ones, a context's) are made once.
+    :meth:`to_dict` is the one place the precedence of the module's docstring is
+    written down; :meth:`build` encodes what it makes in one call to the JSON encoder.
     """
 
     def __init__(
@@ -249,96 +197,26 @@ class EventBuilder:
         self._warner = Warner(interval=None)  # once per name or id, for good
         self._collisions: list[str] = []  # keys given twice in what is being built
         self._on_collision = on_collision
-        constant = {**_library_defaults(), **dict(super_properties or {})}
-        self._constant = _Layer(self._clean(constant))
+        #: Library defaults under super_properties: the same for every event, made
+        #: JSON-safe once.
+        self._constant = dict(self._safe({**_library_defaults(), **dict(super_properties or {})}))
         self._report_collisions("super_properties")
-        self._owned = _Layer({"$lib": LIB_NAME, "$lib_version": __version__, "$is_server": True})
-        self._fixed_keys = frozenset(self._constant.keys) | self._owned.keys
-        self._owned_comma_text = "," + self._owned.text
-        self._last_context: tuple[ContextState | None, _Layer] = (None, _Layer({}))
-        self._last_name_and_person: tuple[str, str, str] = ("", "", "")
-        # For a run of one context, person and name: (context, explicit person, name, head).
-        self._last_head: tuple[Any, Any, str, str] = (None, None, "", "")
-        self._last_distinct_id: tuple[str | None, str] = (None, "")
+        self._owned = {"$lib": LIB_NAME, "$lib_version": __version__, "$is_server": True}
 
-    def build(self, pending: PendingEvent) -> BuiltEvent:
-        """Build the event; raise :class:`DroppedEvent` if it must not be sent."""
-        uuid = pending.uuid
-        if uuid is None:  # made here, for the events whose caller did not need it at once
-            timestamp = pending.timestamp
-            uuid = pending.uuid = uuid7(timestamp if type(timestamp) is float else None)
-        if self._before_send is None and pending.exception is None:
-            properties = self._usual_properties(pending)
-            if properties is not None:  # the usual event (plain properties: no collision)
-                payload = "".join(
-                    (
-                        self._last_head[3],
-                        properties,
-                        '},"timestamp":"',
-                        format_timestamp(pending.timestamp),
-                        '","uuid":"',
-                        uuid,
-                        '"}',
-                    )
-                ).encode("utf-8", "replace")
-                if len(payload) <= MAX_EVENT_BYTES:
-                    return BuiltEvent(uuid=uuid, payload=payload)
+    def build(self, pending: PendingEvent) -> bytes:
+        """The event as JSON bytes; raise :class:`DroppedEvent` if it must not be sent."""
         try:
-            return self._build(pending, uuid)
+            data = self.to_dict(pending)
+            if self._before_send is not None:
+                data = self._apply_before_send(data)
+            return self._encode(data)
         finally:
             if self._collisions:
                 self._report_collisions(f"event {pending.event!r}")
 
-    def _report_collisions(self, where: str) -> None:
-        """Keys given twice (``1`` and ``"1"``) in what was just built: say so."""
-        keys, self._collisions[:] = sorted(set(self._collisions)), []
-        if keys and self._on_collision is not None:
-            self._on_collision(where, keys)
-
-    def _build(self, pending: PendingEvent, uuid: str) -> BuiltEvent:
-        """Any event but the usual one: with ``before_send`` or an exception, as a dict;
-        else spliced from its layers, less what later layers set."""
-        if self._before_send is not None or pending.exception is not None:
-            data = self.to_dict(pending)
-            if self._before_send is not None:
-                data = self._apply_before_send(data)
-            payload = self._serialise(data)
-            return BuiltEvent(uuid=str(data["uuid"]), payload=payload)
-        distinct_id, layers = self._layers(pending, uuid)
-        parts = (
-            self._head(pending.event, distinct_id),
-            self._properties_json(layers),
-            '},"timestamp":"',
-            format_timestamp(pending.timestamp),
-            '","uuid":"',
-            uuid,
-            '"}',
-        )
-        payload = "".join(parts).encode("utf-8", "replace")
-        if len(payload) > MAX_EVENT_BYTES:  # the general way knows how to shrink it
-            return BuiltEvent(uuid=uuid, payload=self._serialise(self.to_dict(pending)))
-        return BuiltEvent(uuid=uuid, payload=payload)
-
     def to_dict(self, pending: PendingEvent) -> dict[str, Any]:
-        """The event as the JSON-safe dict that goes on the wire."""
-        if pending.uuid is None:
-            timestamp = pending.timestamp
-            pending.uuid = uuid7(timestamp if type(timestamp) is float else None)
-        uuid = pending.uuid
-        distinct_id, layers = self._layers(pending, uuid)
-        properties: dict[str, Any] = {}
-        for layer in layers:  # a later layer's value wins
-            properties.update(layer.members)
-        return {
-            "event": self._checked_name(pending.event),
-            "distinct_id": distinct_id,
-            "properties": properties,
-            "timestamp": format_timestamp(pending.timestamp),
-            "uuid": uuid,
-        }
-
-    def _layers(self, pending: PendingEvent, uuid: str) -> tuple[str, tuple[_Layer, ...]]:
-        """Whose event it is, and its properties' layers, lowest precedence first:
+        """The event as the JSON-safe dict that goes on the wire. Its properties, lowest
+        precedence first (a later one overwrites an earlier one of the same key):
 
         1. library defaults (Python and OS versions, ``$geoip_disable``) and the client's
            ``super_properties``;
@@ -347,128 +225,45 @@ class EventBuilder:
         4. what the library owns: ``$lib``, ``$lib_version``, ``$is_server``, ``$groups``,
            ``$process_person_profile: false`` for a personless event, the exception's.
         """
-        distinct_id = choose_distinct_id(pending.distinct_id, pending.context)
-        owned = self._owned
-        if distinct_id is None or pending.groups or pending.exception is not None:
-            extra: dict[str, Any] = {}
-            if pending.groups:
-                extra["$groups"] = self._clean(pending.groups)
-            if distinct_id is None:
-                extra["$process_person_profile"] = False
-            if pending.exception is not None:
-                extra.update(self._exception_properties(pending.exception))
-            owned = _Layer({**owned.members, **extra})
-        checked = uuid if distinct_id is None else self._checked_distinct_id(distinct_id)
-        layers = (
-            self._constant,
-            self._context_layer(pending.context),
-            self._own_layer(pending.properties),
-            owned,
-        )
-        return checked, layers
-
-    def _usual_properties(self, pending: PendingEvent) -> str | None:
-        """The properties as JSON members for the usual event, spliced from the layers
-        (see :meth:`_layers`) without making them: identified, no groups, flat plain
-        properties that set nothing the fixed layers (the constant and the library's)
-        set. Its own properties may override its context's tags: the context's text is
-        then the one less those keys (remembered), as in :meth:`_properties_json`. None
-        for any other event (and then ``_last_head`` is not this event's)."""
-        context, explicit, name = pending.context, pending.distinct_id, pending.event
-        if pending.groups:
-            return None
-        last = self._last_head
-        if not (last[0] is context and last[1] is explicit and last[2] == name):
-            distinct_id = choose_distinct_id(explicit, context)
-            if distinct_id is None:
-                return None
-            head = self._head(name, self._checked_distinct_id(distinct_id))
-            # Remembered by identity only for what cannot change: a str (or no) person.
-            self._last_head = (context, explicit, name, head)
-            if explicit is not None and type(explicit) is not str:
-                self._last_head = (None, None, "", head)
-        last_context = self._last_context  # _context_layer's memory, read here: hot path
-        layer = last_context[1] if last_context[0] is context else self._context_layer(context)
-        if layer.clashes:
-            return None
-        props = pending.properties
-        if not props:
-            return self._constant.text + layer.comma_text + self._owned_comma_text
-        own = plain_json(props, self._redactor)
-        keys = props.keys()
-        if own is None or not keys.isdisjoint(self._fixed_keys):
-            return None
-        context_text = layer.comma_text
-        if not keys.isdisjoint(layer.keys):  # the event's own values win over the tags'
-            context_text = layer.text_without(keys)
-            context_text = "," + context_text if context_text else ""
-        if len(own) == 2:  # {}
-            return self._constant.text + context_text + self._owned_comma_text
-        return "".join((self._constant.text, context_text, ",", own[1:-1], self._owned_comma_text))
-
-    def _properties_json(self, layers: tuple[_Layer, ...]) -> str:
-        """The properties as JSON members: each layer's, less what a later layer sets."""
-        constant, context, own, owned = layers
-        if (
-            owned is self._owned
-            and not context.clashes
-            and own.keys.isdisjoint(self._fixed_keys)
-            and own.keys.isdisjoint(context.keys)
-        ):  # the usual event: no layer sets what another does
-            parts: tuple[str, ...] = (constant.text, context.text, own.text, owned.text)
-        else:
-            later: set[str] = set()
-            texts = []
-            for layer in reversed(layers):
-                texts.append(layer.text_without(later) if later else layer.text)
-                later.update(layer.keys)
-            parts = tuple(reversed(texts))
-        return ",".join(part for part in parts if part)
-
-    def _context_layer(self, context: ContextState) -> _Layer:
-        """The context's tags and session id. The events of one context share its
-        state: the last one is remembered, when its values are scalars that cannot
-        change."""
-        last = self._last_context
-        if last[0] is context:
-            return last[1]
-        tags = context.tags
-        members = self._clean(tags) if tags else {}
+        uuid = pending.uuid
+        if uuid is None:  # made here, for the events whose caller did not need it at once
+            timestamp = pending.timestamp
+            uuid = pending.uuid = uuid7(timestamp if type(timestamp) is float else None)
+        context = pending.context
+        properties = self._constant.copy()
+        if context.tags:
+            properties.update(self._safe(context.tags))
         if context.session_id:
-            members["$session_id"] = context.session_id
-        layer = _Layer(members)
-        layer.clashes = not layer.keys.isdisjoint(self._fixed_keys)
-        if all(type(value) in _IMMUTABLE_SCALARS for value in tags.values()):
-            self._last_context = (context, layer)
-        return layer
+            properties["$session_id"] = context.session_id
+        if pending.properties:
+            properties.update(self._safe(pending.properties))
+        properties.update(self._owned)
+        if pending.groups:
+            properties["$groups"] = dict(self._safe(pending.groups))
+        distinct_id = choose_distinct_id(pending.distinct_id, context)
+        if distinct_id is None:  # personless: its own uuid stands for the person
+            properties["$process_person_profile"] = False
+            distinct_id = uuid
+        else:
+            distinct_id = self._checked_distinct_id(distinct_id)
+        if pending.exception is not None:
+            properties.update(self._exception_properties(pending.exception))
+        return {
+            "event": self._checked_name(pending.event),
+            "distinct_id": distinct_id,
+            "properties": properties,
+            "timestamp": format_timestamp(pending.timestamp),
+            "uuid": uuid,
+        }
 
-    def _own_layer(self, properties: dict[str, Any] | None) -> _Layer:
-        """The call's own properties: flat ones of plain values as they are (no copy),
-        the others made JSON-safe."""
-        if not properties:
-            return _EMPTY_LAYER
-        text = plain_json(properties, self._redactor)
-        if text is not None:
-            return _Layer(properties, text[1:-1])
-        return _Layer(self._clean(properties))
+    def _report_collisions(self, where: str) -> None:
+        """Keys given twice (``1`` and ``"1"``) in what was just built: say so."""
+        keys, self._collisions[:] = sorted(set(self._collisions)), []
+        if keys and self._on_collision is not None:
+            self._on_collision(where, keys)
 
-    def _head(self, name: str, distinct_id: str) -> str:
-        """The event's JSON up to its properties (the last one is remembered: events
-        come in runs of one name and person)."""
-        last = self._last_name_and_person
-        if last[0] == name and last[1] == distinct_id:
-            return last[2]
-        head = "".join(
-            (
-                '{"event":',
-                quote(self._checked_name(name)),
-                ',"distinct_id":',
-                quote(distinct_id),
-                ',"properties":{',
-            )
-        )
-        self._last_name_and_person = (name, distinct_id, head)
-        return head
+    def _safe(self, properties: Mapping[str, Any]) -> Mapping[str, Any]:
+        return jsonable_mapping(properties, self._redactor, self._collisions)
 
     def _exception_properties(self, exc: ExceptionInfo) -> dict[str, Any]:
         properties: dict[str, Any] = {
@@ -484,12 +279,6 @@ class EventBuilder:
         if exc.source is not None:
             properties["$exception_source"] = exc.source
         return properties
-
-    def _clean(self, value: Mapping[str, Any]) -> dict[str, Any]:
-        clean: dict[str, Any] = to_jsonable(
-            value, redactor=self._redactor, collisions=self._collisions
-        )
-        return clean
 
     def _apply_before_send(self, data: dict[str, Any]) -> dict[str, Any]:
         assert self._before_send is not None
@@ -518,14 +307,13 @@ class EventBuilder:
         if not isinstance(result.get("timestamp"), str):
             result["timestamp"] = data["timestamp"]
         result["uuid"] = data["uuid"]  # the uuid is fixed at creation, whatever happens
-        return result
+        # What the hook put in may be anything: made JSON-safe by the usual rules.
+        safe: dict[str, Any] = to_jsonable(result)
+        return safe
 
-    def _serialise(self, data: dict[str, Any]) -> bytes:
-        try:
-            payload = dumps(data)
-        except (TypeError, ValueError, RecursionError):  # before_send put something odd in
-            data = to_jsonable(data)
-            payload = dumps(data)
+    def _encode(self, data: dict[str, Any]) -> bytes:
+        """``data`` as JSON bytes, within PostHog's limit on one event."""
+        payload = dumps(data)
         if len(payload) <= MAX_EVENT_BYTES:
             return payload
         # Too big: cut long strings harder, then trim stack frames, before giving up.
@@ -563,14 +351,6 @@ class EventBuilder:
         return name
 
     def _checked_distinct_id(self, distinct_id: str) -> str:
-        last = self._last_distinct_id
-        if last[0] is distinct_id:  # the same person's events, one after another
-            return last[1]
-        checked = self._check_distinct_id(distinct_id)
-        self._last_distinct_id = (distinct_id, checked)
-        return checked
-
-    def _check_distinct_id(self, distinct_id: str) -> str:
         if distinct_id.strip().lower() in _PLACEHOLDER_IDS:
             self._warner.warn(
                 "id:" + distinct_id,

@@ -28,7 +28,7 @@ from typing import Any
 from .contexts import ContextState
 from .error_tracking import ExceptionSnapshot
 from .levels import severity_number
-from .serialisation import MAX_STRING_LENGTH, Redactor, dumps_text, to_jsonable
+from .serialisation import MAX_STRING_LENGTH, Redactor, dumps, jsonable_mapping
 
 __all__ = ["LogBuilder", "PendingLog", "any_value", "format_stacktrace", "trace_context"]
 
@@ -100,16 +100,19 @@ class LogBuilder:
         }
         if pending.trace is not None:
             record["traceId"], record["spanId"], record["flags"] = pending.trace
-        return dumps_text(record).encode("utf-8", "replace")
+        return dumps(record)
 
     def _attributes(self, pending: PendingLog) -> list[dict[str, Any]]:
+        """The line's attributes, lowest precedence first: the context's tags, the
+        entry's own, then what the library owns (person, session, where it was logged,
+        the exception), each made JSON-safe."""
         context = pending.context
+        collisions: list[str] = []
         attributes: dict[str, Any] = {}
         if context.tags:
-            attributes.update(context.tags)
+            attributes.update(jsonable_mapping(context.tags, self._redactor, collisions))
         if pending.attributes:
-            attributes.update(pending.attributes)
-        # What the library owns, over anything of the same name.
+            attributes.update(jsonable_mapping(pending.attributes, self._redactor, collisions))
         if context.distinct_id:
             attributes["posthogDistinctId"] = context.distinct_id
         if context.session_id:
@@ -133,32 +136,33 @@ class LogBuilder:
             attributes["exception.type"] = qualified
             attributes["exception.message"] = first.value
             attributes["exception.stacktrace"] = format_stacktrace(pending.exception)
-        collisions: list[str] = []
-        clean = to_jsonable(attributes, redactor=self._redactor, collisions=collisions)
         if collisions and self._on_collision is not None:
             self._on_collision("a log line", sorted(set(collisions)))
-        return [{"key": key, "value": any_value(value)} for key, value in clean.items()]
+        return [{"key": key, "value": any_value(value)} for key, value in attributes.items()]
 
 
 def any_value(value: Any) -> dict[str, Any]:
     """A JSON-safe value (from :func:`to_jsonable`) as OTLP's ``AnyValue``."""
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
+    cls = type(value)
+    if cls is str:
+        return {"stringValue": value}
+    if cls is int:
         if -(2**63) <= value < 2**63:
             return {"intValue": str(value)}  # int64 travels as a string in OTLP JSON
         return {"stringValue": str(value)}
-    if isinstance(value, float):
+    if cls is float:
         return {"doubleValue": value}
-    if isinstance(value, str):
-        return {"stringValue": value}
+    if cls is bool:
+        return {"boolValue": value}
+    if value is None:
+        return {}  # an empty AnyValue
     if isinstance(value, Mapping):
         return {
             "kvlistValue": {"values": [{"key": k, "value": any_value(v)} for k, v in value.items()]}
         }
-    if isinstance(value, Sequence):
+    if isinstance(value, Sequence) and not isinstance(value, str):
         return {"arrayValue": {"values": [any_value(v) for v in value]}}
-    return {}  # None: an empty AnyValue
+    return {"stringValue": str(value)}
 
 
 def format_stacktrace(chain: Sequence[ExceptionSnapshot]) -> str:

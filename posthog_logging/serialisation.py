@@ -8,7 +8,8 @@ line. On top of that this module handles what an encoder alone cannot: cycles, N
 infinities (not valid JSON), non-string keys, sets, very deep nesting, huge strings, and
 values under secret-looking keys, which become ``"[Filtered]"``.
 
-:func:`dumps` is the one place a value becomes JSON text for the wire.
+:func:`dumps` is the one place a value becomes JSON for the wire, with orjson's C
+encoder (see docs/decisions.md for why that one).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import enum
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
+import orjson
 from pythonjsonlogger.json import JsonEncoder
 
 __all__ = [
@@ -29,9 +32,8 @@ __all__ = [
     "Redactor",
     "as_text",
     "dumps",
-    "dumps_text",
-    "plain_json",
-    "quote",
+    "is_plain",
+    "jsonable_mapping",
     "to_jsonable",
 ]
 
@@ -68,40 +70,11 @@ MAX_STRING_LENGTH = 65_536
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000
 
-_INT_RANGE = 2**64
+#: Integers in this range are sent as numbers (what the encoder takes: int64 and uint64).
+_INT_MIN = -(2**63)
+_INT_END = 2**64
 _MAX_KNOWN_KEYS = 4096
 _encoder = JsonEncoder()
-_WIRE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _wire_encode() -> Callable[[Any], str]:
-    """The wire encoder's C core, made once (``json.dumps`` and ``JSONEncoder.encode`` make
-    it again on every call, which costs more than encoding a small event). No cycle check:
-    :func:`to_jsonable` output has no cycles, and a cycle elsewhere fails as RecursionError.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has the C accelerator
-        return _WIRE_ENCODER.encode
-    try:
-        # (markers, default, encoder, indent, key_separator, item_separator, sort_keys,
-        #  skipkeys, allow_nan), as JSONEncoder.iterencode passes them
-        args = (None, _WIRE_ENCODER.default, json.encoder.encode_basestring, None)
-        core = make(*args, ":", ",", False, False, False)
-        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {}}
-        if "".join(core(sample, 0)) != _WIRE_ENCODER.encode(sample):
-            raise ValueError("unexpected output")
-    except Exception:  # pragma: no cover - a Python whose C encoder differs
-        return _WIRE_ENCODER.encode
-
-    def encode(data: Any) -> str:
-        if type(data) is str:  # the C core encodes containers only
-            return _WIRE_ENCODER.encode(data)
-        return "".join(core(data, 0))
-
-    return encode
-
-
-_encode = _wire_encode()
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -176,7 +149,7 @@ def _key(key: Any) -> str:
     if isinstance(key, str):
         return key
     if type(key) is int:
-        return str(key) if -_INT_RANGE <= key < _INT_RANGE else _huge_int(key)
+        return str(key) if _INT_MIN <= key < _INT_END else _huge_int(key)
     if key is None or isinstance(key, (bool, int, float)):
         return json.dumps(key) if not isinstance(key, float) or math.isfinite(key) else str(key)
     return _safe_str(key)
@@ -245,7 +218,7 @@ def _convert(
     if cls is str:
         return value if len(value) <= limit else _truncate(value, limit)
     if cls is int:
-        return value if -_INT_RANGE <= value < _INT_RANGE else _huge_int(value)
+        return value if _INT_MIN <= value < _INT_END else _huge_int(value)
     if cls is float:
         return value if math.isfinite(value) else _nonfinite(value)
     if depth <= 0:
@@ -319,7 +292,7 @@ def _convert_mapping(
             elif (
                 v is None
                 or cls is bool
-                or (cls is int and -_INT_RANGE <= v < _INT_RANGE)
+                or (cls is int and _INT_MIN <= v < _INT_END)
                 or (cls is float and v - v == 0.0)  # finite: inf - inf and nan - nan are nan
             ):
                 out[key] = v
@@ -372,40 +345,70 @@ def _fallback(value: Any, limit: int) -> str:
 
 
 def dumps(data: Any) -> bytes:
-    """JSON-encode already :func:`to_jsonable` data to UTF-8 bytes.
+    """JSON-encode data to UTF-8 bytes: the one place a value becomes JSON for the wire.
 
-    Lone surrogates (invalid in UTF-8, rejected by PostHog) become ``?``.
+    Plain data (:func:`is_plain` properties, :func:`to_jsonable` output) is encoded as
+    it is, by orjson's C encoder. Anything it has no rule for (a big integer, a bytes
+    value, a cycle) is made JSON-safe by :func:`to_jsonable` first; a lone surrogate
+    (invalid in UTF-8, refused by PostHog) becomes ``?``. NaN and infinities must not
+    reach here as floats: the encoder would write them as ``null``, where
+    :func:`to_jsonable` keeps them as text.
     """
-    return _encode(data).encode("utf-8", "replace")
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError: a value without an encoding rule
+        pass
+    safe = to_jsonable(data)
+    try:
+        return orjson.dumps(safe)
+    except TypeError:  # lone surrogates, the one thing to_jsonable leaves in place
+        return orjson.dumps(_without_surrogates(safe))
 
 
-def plain_json(mapping: dict[str, Any], redactor: Redactor = _NO_REDACTION) -> str | None:
-    """The JSON text of a flat dict that :func:`to_jsonable` would leave as it is (string
-    keys that are not secret, plain scalars within the limits), or None when it would
-    not: the short way for the usual properties, with no copy made."""
+def _without_surrogates(data: Any) -> Any:
+    """JSON-safe ``data`` with each lone surrogate in its text replaced by ``?``."""
+    if type(data) is str:
+        return data.encode("utf-8", "replace").decode("utf-8")
+    if type(data) is dict:
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in data.items()}
+    if type(data) is list:
+        return [_without_surrogates(item) for item in data]
+    return data
+
+
+def is_plain(mapping: Mapping[str, Any], redactor: Redactor = _NO_REDACTION) -> bool:
+    """Whether :func:`to_jsonable` would leave a flat dict as it is: string keys that
+    are not secret, plain scalars within the limits. The usual properties are, and are
+    then encoded with no copy made."""
     if not redactor.plain_keys(tuple(mapping)):
-        return None
+        return False
     limit = MAX_STRING_LENGTH
     for value in mapping.values():
         cls = type(value)
         if cls is str:
             if len(value) > limit:
-                return None
+                return False
         elif cls is float:
             if value - value != 0.0:  # NaN or an infinity
-                return None
+                return False
         elif cls is int:
-            if not -_INT_RANGE <= value < _INT_RANGE:
-                return None
+            if not _INT_MIN <= value < _INT_END:
+                return False
         elif value is not None and cls is not bool:
-            return None
-    return _encode(mapping)
+            return False
+    return True
 
 
-def dumps_text(data: Any) -> str:
-    """:func:`dumps` before the UTF-8 step, for callers that join JSON texts first."""
-    return _encode(data)
-
-
-#: A str as a JSON string (quotes and escapes), as :func:`dumps_text` writes it.
-quote: Callable[[str], str] = json.encoder.encode_basestring
+def jsonable_mapping(
+    mapping: Mapping[Any, Any],
+    redactor: Redactor = _NO_REDACTION,
+    collisions: list[str] | None = None,
+) -> Mapping[str, Any]:
+    """A mapping of properties as JSON-safe data, to merge into an event: the mapping
+    itself when it already is (a dict, or a context's read-only view of its tags, that
+    :func:`is_plain` accepts: the usual case, no copy made), else what
+    :func:`to_jsonable` makes of it."""
+    if (type(mapping) is dict or type(mapping) is MappingProxyType) and is_plain(mapping, redactor):
+        return mapping
+    safe: dict[str, Any] = to_jsonable(mapping, redactor=redactor, collisions=collisions)
+    return safe

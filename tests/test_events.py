@@ -1,8 +1,10 @@
-"""The event builder: its short way (JSON spliced from remembered pieces) sends exactly
-what the general way (one dict, serialised) sends, whatever the properties and context."""
+"""The event builder: the documented precedence whatever the properties and context,
+and values the JSON encoder has no rule for made safe by the library's own."""
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
 import math
 import threading
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from posthog_logging.contexts import ContextState
 from posthog_logging.events import EventBuilder, PendingEvent
 from posthog_logging.ids import uuid7
-from posthog_logging.serialisation import DEFAULT_REDACT_KEYS, Redactor, dumps, plain_json
+from posthog_logging.serialisation import DEFAULT_REDACT_KEYS, Redactor, is_plain, to_jsonable
 
 from .forking import fork_with_threads, needs_fork, run_in_fork
 
@@ -46,9 +48,34 @@ CONTEXTS = st.builds(
 )
 
 
-def general(builder: EventBuilder, pending: PendingEvent) -> dict[str, Any]:
-    """The event as the general way makes it, as the server would read it."""
-    return json.loads(dumps(builder.to_dict(pending)))
+LIBRARY_OWNED = {"$lib", "$lib_version", "$is_server", "$groups", "$process_person_profile"}
+
+
+def expected_properties(
+    super_properties: dict[str, Any] | None,
+    context: ContextState,
+    props: dict[str, Any] | None,
+    groups: dict[str, Any] | None,
+    personless: bool,
+) -> dict[str, Any]:
+    """The documented precedence, written out on its own: library defaults, then
+    super_properties, the context's tags, its session, the call's own, what the library
+    owns; each layer made JSON-safe by the usual rules, as the server reads them."""
+    redactor = Redactor(DEFAULT_REDACT_KEYS)
+    merged: dict[str, Any] = {}
+    for layer in (
+        super_properties or {},
+        dict(context.tags),
+        {"$session_id": context.session_id} if context.session_id else {},
+        props or {},
+    ):
+        merged.update(to_jsonable(layer, redactor=redactor))
+    merged.update({"$lib": "posthog-logging", "$is_server": True})
+    if groups:
+        merged["$groups"] = groups
+    if personless:
+        merged["$process_person_profile"] = False
+    return merged
 
 
 def same(a: Any, b: Any) -> bool:
@@ -58,7 +85,16 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-class TestShortWay:
+def strict_json(payload: bytes) -> Any:
+    """Parse as PostHog does: NaN and infinities are not JSON."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} in the payload")
+
+    return json.loads(payload.decode("utf-8"), parse_constant=refuse)
+
+
+class TestPrecedence:
     @settings(max_examples=300, deadline=None)
     @given(
         name=NAMES,
@@ -68,7 +104,7 @@ class TestShortWay:
         contexts=st.lists(CONTEXTS, min_size=1, max_size=3),
         super_properties=st.one_of(st.none(), st.just({"app": "shop", "$os": "Plan9"})),
     )
-    def test_same_json_as_the_general_way(
+    def test_each_layer_in_its_place(
         self,
         name: str,
         props: dict[str, Any] | None,
@@ -77,12 +113,10 @@ class TestShortWay:
         contexts: list[ContextState],
         super_properties: dict[str, Any] | None,
     ) -> None:
-        """A run of events (so the remembered pieces are used, and then change) builds to
-        the JSON the general way makes of each."""
+        """Whatever the properties, context and super_properties (keys that collide
+        across layers, secrets, NaN, big integers, nested values), the event carries
+        the documented precedence, as strict JSON."""
         builder = EventBuilder(
-            super_properties=super_properties, redactor=Redactor(DEFAULT_REDACT_KEYS)
-        )
-        reference = EventBuilder(
             super_properties=super_properties, redactor=Redactor(DEFAULT_REDACT_KEYS)
         )
         now = time.time()
@@ -90,12 +124,26 @@ class TestShortWay:
             pending = PendingEvent(
                 name, dict(props) if props else None, explicit, context, now, uuid7(now), groups
             )
-            built = json.loads(builder.build(pending).payload)
-            expected = general(reference, pending)
-            assert built.keys() == expected.keys()
-            assert built["properties"] == expected["properties"]
-            for key in ("event", "distinct_id", "timestamp", "uuid"):
-                assert same(built[key], expected[key])
+            built = strict_json(builder.build(pending))
+            person = "other" if explicit == "other" else "7" if explicit == 7 else None
+            person = person or context.distinct_id
+            expected = expected_properties(
+                super_properties, context, props, groups, personless=person is None
+            )
+            got = built["properties"]
+            for key, value in expected.items():
+                assert same(got[key], value), key
+            assert set(got) - set(expected) <= {
+                "$python_version",
+                "$python_runtime",
+                "$os",
+                "$os_version",
+                "$geoip_disable",
+                "$lib_version",
+            }
+            assert built["event"] == name
+            assert built["uuid"] == pending.uuid
+            assert built["distinct_id"] == (person[:200] if person else pending.uuid)
 
     def test_a_tag_that_the_event_sets_too(self) -> None:
         """The event's own value wins over the context's tag of the same name, and the
@@ -105,19 +153,91 @@ class TestShortWay:
         now = time.time()
         for plan in ("pro", "team"):
             pending = PendingEvent("e", {"plan": plan}, None, context, now, uuid7(now))
-            payload = builder.build(pending).payload
+            payload = builder.build(pending)
             assert payload.count(b'"plan"') == 1
             assert json.loads(payload)["properties"]["plan"] == plan
             assert json.loads(payload)["properties"]["a"] == 1
 
+    def test_what_the_library_owns_wins(self) -> None:
+        """``$lib`` and the person flag cannot be overridden by the call or the tags."""
+        builder = EventBuilder(super_properties={"$lib": "mine"})
+        context = ContextState(None, None, MappingProxyType({"$lib": "tag"}), True, 1)
+        own = {"$lib": "own", "$process_person_profile": True, "$is_server": False}
+        built = json.loads(builder.build(PendingEvent("e", own, None, context, 1.7e9, None)))
+        props = built["properties"]
+        assert props["$lib"] == "posthog-logging"
+        assert props["$process_person_profile"] is False and props["$is_server"] is True
 
-class TestPlainJson:
-    def test_flat_scalars_are_encoded_as_they_are(self) -> None:
-        props = {"page": "/", "n": 3, "x": 1.5, "ok": True, "none": None}
-        assert plain_json(props) == dumps(props).decode()
+
+class TestHostileValues:
+    """Values the C encoder has no rule for, or would get wrong, arrive as the rules say."""
+
+    def build(self, props: dict[Any, Any]) -> dict[str, Any]:
+        builder = EventBuilder(redactor=Redactor(DEFAULT_REDACT_KEYS))
+        pending = PendingEvent("e", props, "user_42", ContextState(), 1.7e9, None)
+        properties: dict[str, Any] = strict_json(builder.build(pending))["properties"]
+        return properties
+
+    def test_scalars_json_cannot_hold(self) -> None:
+        got = self.build(
+            {
+                "nan": math.nan,
+                "inf": -math.inf,
+                "big": 2**70,
+                "small": -(2**63) - 1,
+                "u64": 2**64 - 1,
+                "dec": decimal.Decimal("1.5"),
+            }
+        )
+        assert got["nan"] == "NaN" and got["inf"] == "-Infinity"
+        assert got["big"] == str(2**70) and got["small"] == str(-(2**63) - 1)
+        assert got["u64"] == 2**64 - 1 and got["dec"] == 1.5
+
+    def test_objects_and_containers(self) -> None:
+        cycle: dict[str, Any] = {}
+        cycle["self"] = cycle
+        got = self.build(
+            {
+                "bytes": b"ab",
+                "set": {2, 1},
+                "when": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+                "id": uuid.UUID(int=1),
+                "cycle": cycle,
+                1: "int key",
+                "nested": {"password": "x", "n": [1, math.nan]},
+                "obj": object.__new__(Unprintable),
+            }
+        )
+        assert got["bytes"] == "YWI=" and got["set"] == [1, 2]
+        assert got["when"] == "2024-01-02T03:04:05+00:00"
+        assert got["id"] == "00000000-0000-0000-0000-000000000001"
+        assert got["cycle"] == {"self": "[Circular]"}
+        assert got["1"] == "int key"
+        assert got["nested"] == {"password": "[Filtered]", "n": [1, "NaN"]}
+        assert got["obj"].startswith("<tests.test_events.Unprintable object")
+
+    def test_lone_surrogates_become_question_marks(self) -> None:
+        got = self.build({"text": "a\ud800b", "k\udfff": 1})
+        assert got["text"] == "a?b" and got["k?"] == 1
+
+    def test_secrets_and_long_strings(self) -> None:
+        got = self.build({"api_key": "phc_x", "long": "x" * 70_000})
+        assert got["api_key"] == "[Filtered]"
+        assert got["long"].startswith("x" * 65_536) and "truncated" in got["long"]
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class TestIsPlain:
+    def test_flat_scalars_are_plain(self) -> None:
+        assert is_plain({"page": "/", "n": 3, "x": 1.5, "ok": True, "none": None})
+        assert is_plain(MappingProxyType({"plan": "pro"}))
 
     def test_anything_to_convert_is_left_to_to_jsonable(self) -> None:
-        """Secrets, non-string keys, containers, long strings, big ints, NaN: None."""
+        """Secrets, non-string keys, containers, long strings, big ints, NaN: not plain."""
         redactor = Redactor(DEFAULT_REDACT_KEYS)
         for props in (
             {"password": "x"},
@@ -126,11 +246,12 @@ class TestPlainJson:
             {"a": {"b": 1}},
             {"a": "x" * 70_000},
             {"a": 2**70},
+            {"a": -(2**63) - 1},
             {"a": float("nan")},
             {"a": float("inf")},
             {"a": b"bytes"},
         ):
-            assert plain_json(props, redactor) is None, props
+            assert not is_plain(props, redactor), props
 
 
 class TestUuid7:

@@ -388,6 +388,10 @@ class TestLimits:
         assert len(result) == MAX_ITEMS + 1
 
 
+def _refuse(name: str) -> None:
+    raise AssertionError(f"invalid JSON constant {name}")
+
+
 class TestDumps:
     def test_lone_surrogates_give_valid_utf8(self) -> None:
         """Lone surrogates in values and keys survive ``dumps`` as valid UTF-8 JSON."""
@@ -404,10 +408,20 @@ class TestDumps:
         payload = dumps(to_jsonable({"emoji": "\U0001f600 ok"}))
         assert json.loads(payload) == {"emoji": "\U0001f600 ok"}
 
-    def test_refuses_nan(self) -> None:
-        """``dumps`` is strict: raw NaN (not passed through to_jsonable) is refused."""
-        with pytest.raises(ValueError):
-            dumps({"x": math.nan})
+    def test_nonfinite_floats_stay_valid_json(self) -> None:
+        """Raw NaN and infinities never make invalid JSON. Properties reach ``dumps``
+        through ``to_jsonable``, which keeps them as text; a raw one is written null."""
+        payload = dumps({"x": math.nan, "y": [math.inf, -math.inf]})
+        assert json.loads(payload, parse_constant=_refuse) == {"x": None, "y": [None, None]}
+        assert json.loads(dumps(to_jsonable({"x": math.nan}))) == {"x": "NaN"}
+
+    def test_unencodable_values_fall_back_to_to_jsonable(self) -> None:
+        """What the C encoder has no rule for (big ints, bytes, sets, cycles) is sent
+        as ``to_jsonable`` would make it, not refused."""
+        loop: list[object] = []
+        loop.append(loop)
+        value = {"big": 2**70, "raw": b"ab", "set": {3, 1}, "loop": loop}
+        assert json.loads(dumps(value)) == to_jsonable(value)
 
     def test_compact_bytes(self) -> None:
         """``dumps`` returns compact UTF-8 bytes."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._version import __version__
 from ..ids import format_timestamp
-from ..serialisation import dumps_text
+from ..serialisation import dumps
 from ..wire import EVENTS_PATH, LOGS_PATH, MAX_BODY_BYTES
 
 __all__ = ["EVENTS", "KINDS", "LOGS", "Kind", "default_service_name"]
@@ -105,13 +105,13 @@ class _Logs(Kind):
         ]
         scope = {"name": SCOPE_NAME, "version": __version__}
         head = (
-            '{"resourceLogs":[{"resource":{"attributes":'
-            + dumps_text(resource)
-            + '},"scopeLogs":[{"scope":'
-            + dumps_text(scope)
-            + ',"logRecords":['
+            b'{"resourceLogs":[{"resource":{"attributes":'
+            + dumps(resource)
+            + b'},"scopeLogs":[{"scope":'
+            + dumps(scope)
+            + b',"logRecords":['
         )
-        body = b"".join((head.encode(), b",".join(records), b"]}]}]}"))
+        body = b"".join((head, b",".join(records), b"]}]}]}"))
         return body, {"Authorization": f"Bearer {api_key}"}
 
     def is_record(self, line: bytes) -> bool:

@@ -17,7 +17,6 @@ import uuid
 import zlib
 from typing import Any
 
-from ..serialisation import dumps_text
 from ..wire import MAX_BODY_BYTES, MAX_EVENT_BYTES
 
 __all__ = [
@@ -55,6 +54,11 @@ def invalid(detail: str) -> Rejection:
 
 def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _stored_json(value: Any) -> str:
+    """JSON as the store keeps it; an infinity (``1e400`` parses as one) is a ValueError."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _reject_constant(name: str) -> Any:
@@ -211,7 +215,7 @@ def validate(
         if field in raw and field not in stored:
             stored = {**stored, field: raw[field]}
     try:
-        text = dumps_text(stored)  # what the store keeps; no lone surrogate gets this far
+        text = _stored_json(stored)  # what the store keeps; no lone surrogate gets this far
     except ValueError:  # 1e400 parses as an infinity, which is not JSON
         raise invalid(f"{where} holds a number out of range") from None
     if check_size and not check_unicode and _size(raw, stored, text) > MAX_EVENT_BYTES:
@@ -242,7 +246,7 @@ def _size(raw: dict[str, Any], stored: dict[str, Any], stored_json: str) -> int:
     """The size of an event's compact JSON, from its properties' JSON when those are
     stored as they came (they are nearly all of an event): the rest is encoded alone."""
     if stored is not raw.get("properties"):
-        return len(dumps_text(raw).encode())
-    rest = dumps_text({key: value for key, value in raw.items() if key != "properties"})
+        return len(_stored_json(raw).encode())
+    rest = _stored_json({key: value for key, value in raw.items() if key != "properties"})
     comma = 1 if len(rest) > 2 else 0
     return len(rest.encode()) + comma + len('"properties":') + len(stored_json.encode())
