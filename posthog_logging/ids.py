@@ -3,7 +3,11 @@
 Both are made for every event, so both are cheap: uuids are cut from a per-thread pool
 of random hex (refilled a few hundred uuids at a time, forgotten in a forked child so
 that parent and child never make the same ones), and a timestamp's text is made once
-per second. The checks on what a caller passes to ``capture()`` live here too.
+per second. The pool is filled from a generator seeded by the OS (again in a forked
+child), not by a system call per refill: ``os.urandom`` gives up the GIL, and a thread
+that logs in a tight loop and gives up the GIL every millisecond or so keeps the sender
+from ever getting it (each hand-back restarts the sender's 5 ms wait for its turn).
+The checks on what a caller passes to ``capture()`` live here too.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import random
 import threading
 import time
 import uuid as uuid_module
@@ -36,7 +41,7 @@ def uuid7(timestamp: float | None = None) -> str:
     pool = _random
     i = pool.at
     if i > _RANDOM_POOL_HEX - 19:
-        pool.hex, i = os.urandom(_RANDOM_POOL_HEX // 2).hex(), 0
+        pool.hex, i = _random_bits.randbytes(_RANDOM_POOL_HEX // 2).hex(), 0
     h = pool.hex
     pool.at = i + 19
     return f"{prefix}{h[i : i + 3]}-{_VARIANT[h[i + 3]]}{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
@@ -52,11 +57,14 @@ _RANDOM_POOL_HEX = 8192
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _last_ms: tuple[int, str] = (-1, "")
 _random = _RandomPool()
+#: Seeded from os.urandom. Not a CSPRNG: a uuid must be unique, not unpredictable.
+_random_bits = random.Random()
 
 
 def _forget_random_pool() -> None:
     """A forked child must not make the uuids its parent makes from the same pool."""
     _random.at = _RANDOM_POOL_HEX
+    _random_bits.seed()  # from os.urandom again
 
 
 if hasattr(os, "register_at_fork"):

@@ -355,14 +355,17 @@ def dumps(data: Any) -> bytes:
     :func:`to_jsonable` keeps them as text.
     """
     try:
-        return orjson.dumps(data)
+        encoded = orjson.dumps(data)
     except TypeError:  # orjson.JSONEncodeError: a value without an encoding rule
-        pass
-    safe = to_jsonable(data)
-    try:
-        return orjson.dumps(safe)
-    except TypeError:  # lone surrogates, the one thing to_jsonable leaves in place
-        return orjson.dumps(_without_surrogates(safe))
+        safe = to_jsonable(data)
+        try:
+            encoded = orjson.dumps(safe)
+        except TypeError:  # lone surrogates, the one thing to_jsonable leaves in place
+            encoded = orjson.dumps(_without_surrogates(safe))
+    # orjson hands back its whole working buffer (4 KiB at least) as the bytes object.
+    # Records are held until sent, tens of thousands of them in a burst: a copy of the
+    # right size keeps 500 bytes of event from holding 4 KiB of memory (8x the bound).
+    return bytes(memoryview(encoded))
 
 
 def _without_surrogates(data: Any) -> Any:

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,9 @@ from posthog_logging.server import Fault, LocalServer
 
 from .conftest import API_KEY
 from .helpers import delivered
+from .polling import wait_until
+
+REQUEST_THREAD = "posthog_logging.request"
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -233,24 +237,26 @@ class TestBatching:
     def test_batches_and_gzip(
         self, make_client: Callable[..., Client], server: LocalServer
     ) -> None:
-        """Events go in batches, gzipped, with a User-Agent; the first of a burst holds
-        flush_at events, and what comes while it is in flight goes in the next one."""
-        client = make_client(flush_at=10)
-        for i in range(35):
-            client.capture("e", {"i": i}, distinct_id="u1")
-        events = delivered(client, server, 35, timeout=10)
-        assert sorted(e["properties"]["i"] for e in events) == list(range(35))
+        """Events go in batches, gzipped, with a User-Agent. At an even pace a batch
+        holds flush_at events: the sender wakes when that many are waiting."""
+        client = make_client(flush_at=10, flush_interval=30)
+        for round_ in range(3):
+            for i in range(10):
+                client.capture("e", {"i": round_ * 10 + i}, distinct_id="u1")
+            server.wait_for_events(10 * (round_ + 1), timeout=10)  # no flush(): flush_at
+        events = server.events()
+        assert sorted(e["properties"]["i"] for e in events) == list(range(30))
         batches = [r for r in server.requests if r.path.startswith("/batch")]
-        assert batches[0].event_count <= 10
-        assert sum(r.event_count for r in batches) == 35
+        assert [r.event_count for r in batches] == [10, 10, 10]
         assert all(r.gzipped for r in batches)
         assert all(r.headers["user-agent"].startswith("posthog-logging/") for r in batches)
 
-    def test_batches_grow_while_a_request_is_in_flight(
+    def test_batches_grow_while_events_wait(
         self, make_client: Callable[..., Client], server: LocalServer
     ) -> None:
-        """Under load a batch is not cut at flush_at while the one before is in flight:
-        a slow server gets a few large requests rather than one per flush_at events."""
+        """A batch is not cut at flush_at while more events wait to be built or the
+        batch before is in flight: a burst, or a slow server, gets a few large requests
+        rather than one per flush_at events (each request has a fixed cost)."""
         server.inject(Fault(delay=0.5), times=1)
         client = make_client(flush_at=10)
         for i in range(10):
@@ -259,10 +265,29 @@ class TestBatching:
             client.capture("more", {"i": i}, distinct_id="u1")
         delivered(client, server, 1_010, timeout=10)
         counts = [r.event_count for r in server.requests if r.path.startswith("/batch")]
-        assert counts[0] == 10
-        assert max(counts[1:]) > 10  # grown past flush_at
-        assert len(counts) < 1_010 // 10  # far fewer requests than batches of flush_at
+        assert max(counts) > 10  # grown past flush_at
+        assert len(counts) < 1_010 // 10 // 4  # far fewer requests than batches of flush_at
         assert sum(counts) == 1_010
+
+    def test_one_request_thread_for_every_request(
+        self, make_client: Callable[..., Client], server: LocalServer
+    ) -> None:
+        """Requests are made on one thread kept for the purpose (a thread per request
+        costs the sender GIL hand-overs under load), which ends with the client."""
+        client = make_client(flush_at=5)
+        seen: set[int] = set()
+        for round_ in range(4):
+            for i in range(5):
+                client.capture("e", {"round": round_, "i": i}, distinct_id="u1")
+            assert client.flush(5)
+            seen |= {t.ident or 0 for t in threading.enumerate() if t.name == REQUEST_THREAD}
+        assert len(server.wait_for_events(20)) == 20
+        assert len(seen) == 1
+        client.shutdown(5)
+        wait_until(
+            lambda: not any(t.name == REQUEST_THREAD for t in threading.enumerate()),
+            what="the request thread to end after shutdown",
+        )
 
     def test_one_keep_alive_connection(
         self, make_client: Callable[..., Client], server: LocalServer

@@ -35,6 +35,7 @@ from posthog_logging.server import Fault, LocalServer
 from posthog_logging.stdlib import PostHogHandler
 
 from .conftest import API_KEY
+from .helpers import delivered
 from .polling import wait_until
 
 LIBRARY_LOGGER = "posthog_logging"
@@ -467,28 +468,66 @@ class TestBoundedMemory:
     def test_bounded_by_events(
         self, make_client: Callable[..., Client], server: LocalServer
     ) -> None:
-        """max_queue_size=100 bounds the events waiting to be built: the overflow of 1,000
-        captures is dropped and counted. Built events are bounded by bytes instead, so once
-        the sender has built the first 100, the queue takes 100 more."""
-        server.down()
-        # The sender wakes at flush_at or flush_interval: neither comes during the loop.
-        client = make_client(max_queue_size=100, max_retries=50, flush_at=1_000, flush_interval=10)
+        """max_queue_size=100 bounds the events waiting to be built: with the sender
+        stuck (in a hook that does not return), the overflow of 1,000 captures is dropped
+        and counted, after one short wait for it (STALLED_AFTER), not one per capture."""
+        stuck = threading.Event()
+        release = threading.Event()
+
+        def hanging(event: dict[str, Any]) -> dict[str, Any]:
+            stuck.set()
+            release.wait(30)
+            return event
+
+        client = make_client(max_queue_size=100, before_send=hanging)
+        client.capture("first", distinct_id="u1")
+        assert stuck.wait(10)
+        started = time.monotonic()
         results = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(1_000)]
+        took = time.monotonic() - started
         stats = client.stats
         nones = results.count(None)
-        assert nones == 900
+        assert nones == 901  # 99 waiting, and the one the hook holds
         assert stats.dropped == {"queue_full": nones}
-        assert stats.enqueued == 1_000 - nones
         assert stats.pending == 100
+        assert stats.waited_for_room == 1
+        assert took < 5  # a wait per capture would be 100 s
+        release.set()
+        assert client.flush(10)
+        assert len(server.wait_for_events(100)) == 100
 
-        assert client.flush(0.3) is False  # now built and held by the sender, unsent
-        assert client.stats.pending == 100
-        more = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(1_000)]
+    def test_a_full_queue_waits_for_a_sender_that_keeps_building(
+        self, make_client: Callable[..., Client], server: LocalServer
+    ) -> None:
+        """A caller that outruns the sender waits for it, rather than drop, while the
+        sender keeps taking events: 20,000 captures through a queue of 100 all arrive."""
+        client = make_client(max_queue_size=100)
+        results = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(20_000)]
+        assert None not in results
+        events = delivered(client, server, 20_000, timeout=60)
+        assert sorted(e["properties"]["i"] for e in events) == list(range(20_000))
         stats = client.stats
-        assert more.count(None) == 900
-        assert stats.dropped == {"queue_full": 1_800}
-        assert stats.pending == 200
-        client.shutdown(0.2)
+        assert stats.dropped == {}
+        assert stats.waited_for_room > 0
+
+    def test_no_wait_inside_the_library(
+        self, make_client: Callable[..., Client], server: LocalServer
+    ) -> None:
+        """A hook on the sender's thread that captures into a full queue is dropped at
+        once: the sender never waits for itself."""
+        captured_inside: list[str | None] = []
+        client = make_client(max_queue_size=1)
+
+        def capturing(event: dict[str, Any]) -> dict[str, Any]:
+            if event["event"] == "outer":
+                for i in range(3):
+                    captured_inside.append(client.capture("inner", {"i": i}, distinct_id="u1"))
+            return event
+
+        client._builder._before_send = capturing  # set after: it needs the client
+        client.capture("outer", distinct_id="u1")
+        assert client.flush(10)
+        assert client.stats.waited_for_room == 0
 
     def test_bound_holds_while_sender_builds_an_event(
         self, make_client: Callable[..., Client], server: LocalServer
@@ -577,9 +616,18 @@ class TestBoundedMemory:
     ) -> None:
         """Thousands of drops log one queue_full warning (once per interval)."""
         caplog.set_level(logging.WARNING, logger=LIBRARY_LOGGER)
-        server.down()
-        client = make_client(max_queue_size=10, max_retries=50)
+        stuck, release = threading.Event(), threading.Event()
+
+        def hanging(event: dict[str, Any]) -> dict[str, Any]:
+            stuck.set()
+            release.wait(30)
+            return event
+
+        client = make_client(max_queue_size=10, before_send=hanging)
+        client.capture("first", distinct_id="u1")
+        assert stuck.wait(10)
         results = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(5_000)]
+        release.set()
         assert results.count(None) >= 4_900
         assert client.stats.dropped["queue_full"] == results.count(None)
         assert len(library_warnings(caplog, "queue is full")) == 1
@@ -594,7 +642,15 @@ class TestBoundedMemory:
     ) -> None:
         """With the library's own logger (and the root) routed into a PostHogHandler on the
         same client, a full queue neither recurses nor turns its warnings into events."""
-        client = make_client(max_queue_size=20, max_retries=50)
+        # A sender stuck in a hook until the server is back: the queue fills, and the
+        # library warns of what it drops.
+        release = threading.Event()
+
+        def hanging(event: dict[str, Any]) -> dict[str, Any]:
+            release.wait(30)
+            return event
+
+        client = make_client(max_queue_size=20, max_retries=50, before_send=hanging)
         library = logging.getLogger(LIBRARY_LOGGER)
         root = logging.getLogger()
         own = PostHogHandler(client=client, ignore_loggers=None, exception_level=logging.DEBUG)
@@ -617,12 +673,14 @@ class TestBoundedMemory:
                 client.capture("direct_event", {"i": i}, distinct_id="u1")
                 app.warning("app_event", extra={"event": True, "i": i})
             assert client.stats.dropped["queue_full"] > 0
+            release.set()
             server.up()
             assert client.flush(10)
             for i in range(3):
                 client.capture("after_recovery", {"i": i}, distinct_id="u1")
             assert client.flush(10)
         finally:
+            release.set()
             root.removeHandler(via_root)
             library.removeHandler(own)
             library.removeFilter(mark_as_event)

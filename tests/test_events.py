@@ -7,12 +7,14 @@ import datetime as dt
 import decimal
 import json
 import math
+import os
 import threading
 import time
 import uuid
 from types import MappingProxyType
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -279,6 +281,17 @@ class TestUuid7:
             thread.join()
         every = [u for m in made for u in m]
         assert len(set(every)) == len(every) == 200_000
+
+    def test_no_system_call_per_refill(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Making uuids never calls os.urandom, which gives up the GIL: a thread that
+        logs in a tight loop would hand it back and forth and starve the sender."""
+
+        def refused(n: int) -> bytes:
+            raise AssertionError("os.urandom called while making uuids")
+
+        monkeypatch.setattr(os, "urandom", refused)
+        made = {uuid7(1.0) for _ in range(20_000)}  # refills the pool dozens of times
+        assert len(made) == 20_000
 
     @needs_fork
     @fork_with_threads

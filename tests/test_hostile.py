@@ -65,20 +65,27 @@ def names(server: LocalServer, name: str) -> int:
 # -- 1. no deadlock: counting and reading the counters from a signal handler -------------
 
 SIGNAL_WHILE_READING_STATS = """
-import json, logging, signal, sys, time
+import json, logging, signal, sys, threading, time
 from posthog_logging import Client, PostHogHandler
 
+stuck = threading.Event()
+
+def hanging(event):
+    stuck.set()
+    threading.Event().wait()  # the sender is stuck here for good: the queue fills
+    return event
+
 client = Client("phc_hostile", host=sys.argv[1], max_queue_size=5_000, timeout=60,
-                flush_interval=0.05, shutdown_timeout=1)
+                flush_interval=0.05, shutdown_timeout=1, before_send=hanging)
 log = logging.getLogger("app")
 log.propagate = False
 log.setLevel(logging.INFO)
 log.addHandler(PostHogHandler(client=client))
 
 client.capture("first", distinct_id="u")
-client.flush(0.5)  # the sender now waits on a server that never answers
+stuck.wait(10)
 filled = dropped_filling = 0
-while filled < 5_000:
+while filled < 4_999:  # with the one the hook holds, the queue is full
     if client.capture("fill", distinct_id="u") is None:
         dropped_filling += 1
     else:

@@ -5,12 +5,13 @@ sending the batches that are due, one request at a time.
 markers among them, and has each built by the client's ``build`` callable (delivery
 never looks inside an item) into the batch being filled for its kind. It sends the head
 of the backlog while it is due; a failing batch waits for its next try, and those behind
-it wait too. While a request is in flight, on a thread of its own, it builds what
-arrives meanwhile. :class:`Stop` is what shutdown has said: when sending must stop.
+it wait too. While a request is in flight, on the :class:`RequestThread`, it builds
+what arrives meanwhile. :class:`Stop` is what shutdown has said: when sending must stop.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from .kinds import Kind
 from .stats import Ledger
 from .transport import SendResult, Transport
 
-__all__ = ["BUILD_CHUNK", "BUILD_POLL", "Build", "Dispatcher", "Stop"]
+__all__ = ["BUILD_CHUNK", "BUILD_POLL", "Build", "Dispatcher", "RequestThread", "Stop"]
 
 #: Turns a captured item into its record (JSON bytes) and kind; None when it was dropped
 #: (it counts the drop itself).
@@ -90,6 +91,7 @@ class Dispatcher:
         self.in_flight: Batch | None = None
         self.posting = False  # a request is in flight while building goes on
         self.building = threading.Lock()  # held while it does; abandon() waits for it
+        self._requests = RequestThread()
         self.last_seal = time.monotonic()
 
     def take(self, limit: int = 10_000, whole: bool = False) -> None:
@@ -130,10 +132,12 @@ class Dispatcher:
                 self.taken = None
                 if self.stop.finished.is_set():
                     return  # shutdown() gave up on us meanwhile, and counted it
-                # While a request is in flight the batch grows past flush_at (up to its
-                # bytes limit): under load batches grow with it, and each request carries
-                # more.
-                if made is not None and backlog.add(made[0], made[1], grow=self.posting):
+                # While a request is in flight, or more items wait, the batch grows past
+                # flush_at (up to its bytes limit): under load each request carries more,
+                # and its fixed cost (a few GIL hand-overs, headers, the deadline's timer)
+                # is spread over thousands of events rather than a hundred.
+                grow = self.posting or bool(items)
+                if made is not None and backlog.add(made[0], made[1], grow=grow):
                     self.last_seal = time.monotonic()  # it filled a batch
                     if whole:
                         continue
@@ -189,27 +193,30 @@ class Dispatcher:
     def _post(self, batch: Batch, timeout: float) -> SendResult:
         """Send ``batch``; while the request waits on the network, build what comes in.
 
-        The request runs on a thread of its own only when there are items to build: a
-        sender that waited idle on the network would let a busy application queue items
-        faster than they go out.
+        The request runs on the request thread: a sender that waited on the network
+        would let a busy application queue items faster than they go out (the queue may
+        be empty when the request starts and full a moment later). While it runs, this
+        thread looks for items every BUILD_POLL, and never waits while there are some:
+        a wait gives up the GIL, and under load taking it back costs a switch interval
+        (5 ms) in which the callers queue more. At shutdown the request is made here.
         """
         transport, items = self.transport, self._intake.items
-        if not items or self.stop.deadline is not None:
+        if self.stop.deadline is not None:
             return transport.send(batch.records, batch.kind, timeout)
-        request = _Request(transport, batch, timeout)
-        try:
-            threading.Thread(
-                target=request.run, name="posthog_logging.request", daemon=True
-            ).start()
-        except RuntimeError:  # no new threads at interpreter exit
+        request = self._requests.submit(transport, batch, timeout)
+        if request is None:  # no new threads at interpreter exit
             return transport.send(batch.records, batch.kind, timeout)
+        done = request.done
         self.posting = True
         try:
-            while not request.done.wait(0 if items else BUILD_POLL):
+            while not done.is_set():
                 if self.stop.deadline is not None or self.stop.finished.is_set():
                     # Shutdown has begun and accounts for what is held: keep still.
-                    request.done.wait()
+                    done.wait()
                     break
+                if not items:
+                    done.wait(BUILD_POLL)
+                    continue
                 with self.building:
                     if not self.stop.finished.is_set():
                         self.take(limit=BUILD_CHUNK, whole=True)
@@ -217,9 +224,13 @@ class Dispatcher:
             self.posting = False
         return request.result
 
+    def close(self) -> None:
+        """The sender has stopped: end the request thread once it is idle."""
+        self._requests.close()
+
 
 class _Request:
-    """One request, run on a thread of its own while the sender goes on building."""
+    """One request, for the request thread."""
 
     __slots__ = ("batch", "done", "result", "timeout", "transport")
 
@@ -231,10 +242,42 @@ class _Request:
         self.result = SendResult(status=None, error="no answer")
 
     def run(self) -> None:
-        mark_library_thread()  # what the HTTP stack logs here is the library's own
         try:
             self.result = self.transport.send(self.batch.records, self.batch.kind, self.timeout)
         except Exception as exc:  # pragma: no cover - send() never raises by contract
             self.result = SendResult(status=None, error=type(exc).__name__)
         finally:
             self.done.set()
+
+
+class RequestThread:
+    """The thread a sender's requests run on while it goes on building: one per sender,
+    started at its first request and kept (a thread started per request would cost the
+    sender two GIL hand-overs each time)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, transport: Transport, batch: Batch, timeout: float) -> _Request | None:
+        """Start sending ``batch``; None when no thread can be started."""
+        if self._thread is None:
+            thread = threading.Thread(target=self._run, name="posthog_logging.request", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter exit
+                return None
+            self._thread = thread
+        request = _Request(transport, batch, timeout)
+        self._requests.put(request)
+        return request
+
+    def close(self) -> None:
+        """End the thread after the request it is running, if any."""
+        if self._thread is not None:
+            self._requests.put(None)
+
+    def _run(self) -> None:
+        mark_library_thread()  # what the HTTP stack logs here is the library's own
+        while (request := self._requests.get()) is not None:
+            request.run()

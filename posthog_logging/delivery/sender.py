@@ -43,6 +43,14 @@ SPOOL_RESERVE = 0.5
 JOIN_GRACE = 0.05
 #: How long the sender pauses after an unexpected error of its own before going on.
 ERROR_PAUSE = 0.5
+#: A caller that finds the queue full sleeps this long (seconds), giving the sender the
+#: GIL, and again while the sender takes items meanwhile, for at most MAX_WAIT_FOR_ROOM.
+WAIT_FOR_ROOM_STEP = 0.001
+MAX_WAIT_FOR_ROOM = 1.0
+#: A sender that took nothing for this long (seconds) is taken as stuck, and the caller
+#: stops waiting. Long enough for the other threads of a busy process to have their
+#: turns at the GIL (a switch interval each, or longer in C code that keeps it).
+STALLED_AFTER = 0.1
 
 
 class Sender:
@@ -113,6 +121,7 @@ class Sender:
         self._start_lock = threading.Lock()
         self._pid = os.getpid()
         self._shutdown_ok = True
+        self._stalled_at = -1  # what the sender had taken when it was last found stuck
 
     # -- the callers' side ------------------------------------------------------------
 
@@ -123,7 +132,8 @@ class Sender:
             return self.send_now(item)
         # The intake's queue, used here directly: this runs for every event.
         items = self._items
-        if len(items) + (self.dispatcher.taken is not None) >= self._max_queue_size:
+        full = len(items) + (self.dispatcher.taken is not None) >= self._max_queue_size
+        if full and not self._wait_for_room():
             self.ledger.drop("queue_full", "the queue is full (max_queue_size); events dropped")
             return False
         items.append(item)
@@ -132,6 +142,42 @@ class Sender:
         if len(items) >= self.flush_at:
             self._bell.ring()
         return True
+
+    def _wait_for_room(self) -> bool:
+        """The queue is full: rather than drop, give the sender the GIL while it is
+        taking items, until there is room (True) or it stops taking them (False).
+
+        A caller that makes events faster than the sender builds them would otherwise
+        outrun it for as long as it keeps going: under the GIL each thread gets about half
+        of the time. Sleeping hands the sender a turn (a switch interval, 5 ms); a sender
+        that took nothing for STALLED_AFTER is stuck (a hook that hangs), and then the
+        event is dropped, as are the next ones at once until it takes something again.
+        Never from the library's own code (the sender's thread above all) or after
+        shutdown(), and never on the network: the sender builds while requests wait.
+        """
+        dispatcher = self.dispatcher
+        if (
+            self.closed
+            or dispatcher.dequeued == self._stalled_at
+            or not self._alive()
+            or in_library_code()
+        ):
+            return False
+        self._bell.ring()
+        deadline = time.monotonic() + MAX_WAIT_FOR_ROOM
+        items, limit = self._items, self._max_queue_size
+        self.ledger.add("waited_for_room")
+        seen, moved = dispatcher.dequeued, time.monotonic()
+        while True:
+            time.sleep(WAIT_FOR_ROOM_STEP)
+            if len(items) + (dispatcher.taken is not None) < limit:
+                return True
+            now = time.monotonic()
+            if dispatcher.dequeued != seen:
+                seen, moved = dispatcher.dequeued, now
+            elif now - moved > STALLED_AFTER or now > deadline:
+                self._stalled_at = seen
+                return False
 
     def stats(self) -> Stats:
         """A snapshot of the counters."""
@@ -356,6 +402,7 @@ class Sender:
             self.spool.close()
         for marker in markers:
             marker.done.set()
+        self.dispatcher.close()
         self.stop.finished.set()
 
     def _abandon(self) -> None:
@@ -363,6 +410,7 @@ class Sender:
         thread, everything the sender holds. The sender stops at its next step."""
         self.stop.finished.set()
         dispatcher = self.dispatcher
+        dispatcher.close()
         # The sender may be building while a request is in flight: let it finish that
         # step (a few milliseconds) rather than read what it is changing.
         acquired = dispatcher.building.acquire(timeout=JOIN_GRACE)

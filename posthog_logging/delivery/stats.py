@@ -123,6 +123,7 @@ class Ledger:
             replayed=counts.get("replayed", 0),
             logs_sent=counts.get("logs_sent", 0),
             dropped_properties=MappingProxyType(_with_prefix(counts, "dropped_property:")),
+            waited_for_room=counts.get("waited_for_room", 0),
         )
 
 
@@ -142,7 +143,9 @@ class Stats:
     Log lines for PostHog Logs count in all of these as events do; ``logs_sent`` is the
     part of ``sent`` that were log lines. ``dropped_properties`` counts property values
     left out of events that were sent, by reason (``duplicate_key``: a key such as ``1``
-    whose text another key of the same mapping already is, ``"1"``).
+    whose text another key of the same mapping already is, ``"1"``). ``waited_for_room``
+    counts the calls that found the queue full and waited for the sender to take
+    something rather than drop their event.
     """
 
     enqueued: int
@@ -155,6 +158,7 @@ class Stats:
     replayed: int = 0
     logs_sent: int = 0
     dropped_properties: Mapping[str, int] = field(default_factory=dict)
+    waited_for_room: int = 0
 
     @property
     def dropped_total(self) -> int:
