@@ -2,7 +2,7 @@
 
 Running the server in another process keeps its work (parsing, storing) off the measured
 process's GIL, as a real PostHog would be. The measuring side reads the server's SQLite
-store directly for how many events arrived and when the last one did.
+store directly for how many events, or log lines, arrived.
 
     python bench/_sink.py DATA_DIR      # prints the port, then serves until killed
 """
@@ -21,7 +21,10 @@ from types import TracebackType
 
 
 class Sink:
-    """Start a local server in a child process; ``url``, ``count()``, ``last_received()``."""
+    """Start a local server in a child process; ``url``, ``count()``, ``wait_for()``."""
+
+    #: The store's tables: events, and log lines for PostHog Logs.
+    TABLES = ("events", "logs")
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="posthog-bench-")
@@ -39,29 +42,25 @@ class Sink:
         self.url = f"http://127.0.0.1:{self.port}"
         self._db = Path(self._dir.name) / "events.sqlite3"
 
-    def _query(self, sql: str) -> tuple[float | int | None, ...]:
+    def count(self, table: str = "events") -> int:
+        """Rows stored so far in ``table`` ("events" or "logs")."""
+        if table not in self.TABLES:
+            raise ValueError(f"no table {table!r} in the sink's store")
         conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, timeout=10)
         try:
-            return tuple(conn.execute(sql).fetchone())
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] or 0)
         finally:
             conn.close()
 
-    def count(self) -> int:
-        """Events stored so far."""
-        return int(self._query("SELECT count(*) FROM events")[0] or 0)
-
-    def last_received(self) -> float | None:
-        """Epoch time the newest event arrived, or None."""
-        value = self._query("SELECT max(received_at) FROM events")[0]
-        return None if value is None else float(value)
-
-    def wait_for(self, expected: int, timeout: float, settle: float = 3.0) -> int:
-        """Poll until ``expected`` events arrived, or the count stops moving for ``settle``
-        seconds, or ``timeout``; return the count."""
+    def wait_for(
+        self, expected: int, timeout: float, settle: float = 3.0, table: str = "events"
+    ) -> int:
+        """Poll until ``expected`` rows arrived in ``table``, or the count stops moving
+        for ``settle`` seconds, or ``timeout``; return the count."""
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
-            now = self.count()
+            now = self.count(table)
             if now >= expected:
                 return now
             if now != last:
@@ -69,7 +68,7 @@ class Sink:
             elif time.monotonic() - since > settle:
                 return now
             time.sleep(0.05)
-        return self.count()
+        return self.count(table)
 
     def close(self) -> None:
         """Stop the server and delete its data."""

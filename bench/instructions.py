@@ -9,6 +9,7 @@ difference, divided by 4,000, is what one call costs, start-up and set-up cancel
 out. ``PYTHONHASHSEED`` is fixed so that two runs count the same. Needs valgrind.
 
 Cases (the context has an identity, a session and two tags, as in ``bench/run.py``):
+``null`` and ``queue`` the same record through ``NullHandler`` and ``QueueHandler``;
 ``marked`` a marked record through ``PostHogHandler``, the caller's thread only (the
 sender never wakes); ``unmarked`` a record that is not sent; ``line`` a record sent to
 PostHog Logs; ``structlog`` a marked entry through ``PostHogProcessor``; ``capture``
@@ -27,7 +28,17 @@ import subprocess
 import sys
 import textwrap
 
-CASES = ["marked", "unmarked", "line", "structlog", "capture", "build", "pipeline"]
+CASES = [
+    "null",
+    "queue",
+    "marked",
+    "unmarked",
+    "line",
+    "structlog",
+    "capture",
+    "build",
+    "pipeline",
+]
 
 SCRIPT = textwrap.dedent(
     """
@@ -71,7 +82,17 @@ SCRIPT = textwrap.dedent(
         posthog.set_context_session("01929c8e-0000-7000-8000-000000000001")
         posthog.tag("plan", "pro")
         posthog.tag("request_id", "req_1")
-        if case == "build":
+        if case in ("null", "queue"):  # the baselines: NullHandler, QueueHandler
+            import logging.handlers, queue
+            q = queue.SimpleQueue()
+            log = logging.getLogger("bench.baseline")
+            log.propagate = False
+            log.setLevel(logging.INFO)
+            log.addHandler(logging.NullHandler() if case == "null"
+                           else logging.handlers.QueueHandler(q))
+            for _ in range(n):
+                log.info("page_viewed", extra={**extra, "event": True})
+        elif case == "build":
             from posthog_logging.contexts import current_state
             from posthog_logging.events import EventBuilder, PendingEvent
             from posthog_logging.serialisation import DEFAULT_REDACT_KEYS, Redactor
