@@ -197,6 +197,9 @@ class Router:
     def __init__(self, *, exception_level: int, logs_level: int | None = None) -> None:
         self.exception_level = exception_level
         self.logs_threshold = NEVER if logs_level is None else logs_level
+        #: Below this level only a marked entry sends anything (see :meth:`wants`): what a
+        #: front-end checks first, for the records that are none of its business.
+        self.floor = min(self.exception_level, self.logs_threshold)
 
     def wants(self, marked: Any, levelno: int, has_exception: Any) -> bool:
         """Whether an entry would send anything: the cheap test front-ends make before

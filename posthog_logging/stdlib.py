@@ -202,7 +202,7 @@ class PostHogHandler(logging.Handler):
         self.logs_level = logs_level
         self._router = Router(exception_level=exception_level, logs_level=logs_level)
         self._wants = self._router.wants  # asked of every record: bound once
-        self._logs_threshold = self._router.logs_threshold
+        self._floor = self._router.floor
         self.ignore_loggers = ignored
         self.structlog_event_key = structlog_event_key
         self._not_properties = _NOT_PROPERTIES | ROUTED_KEYS | {event_key}
@@ -240,6 +240,13 @@ class PostHogHandler(logging.Handler):
         """
         d = record.__dict__
         try:
+            # Most records: below every level that sends, not marked, not from structlog.
+            if (
+                d["levelno"] < self._floor
+                and not d.get(self.event_key)
+                and type(d["msg"]) is not dict
+            ):
+                return False
             if not self._wants(
                 d.get(self.event_key),
                 record.levelno,

@@ -112,23 +112,31 @@ def _attributes(values: Any, where: str) -> dict[str, Any]:
         raise ValueError(f"{where}.attributes is not a list")
     out: dict[str, Any] = {}
     for n, item in enumerate(values):
-        item = _object(item, f"{where}.attributes[{n}]")
-        key = item.get("key")
-        if not isinstance(key, str):
-            raise ValueError(f"{where}.attributes[{n}].key is not a string")
-        out[key] = _value(item.get("value", {}), f"{where}.attributes[{n}].value")
+        # Where a fault is is spelt out only when there is one: a request holds
+        # thousands of attributes, and a path for each would be most of the work.
+        try:
+            if not isinstance(item, dict):
+                raise ValueError(" is not an object")
+            key = item.get("key")
+            if not isinstance(key, str):
+                raise ValueError(".key is not a string")
+            out[key] = _value(item.get("value", {}), ".value")
+        except ValueError as exc:
+            raise ValueError(f"{where}.attributes[{n}]{exc}") from None
     return out
 
 
 def _value(value: Any, where: str) -> Any:
-    """An ``AnyValue`` as plain data."""
-    value = _object(value, where)
-    if not value:
-        return None
+    """An ``AnyValue`` as plain data. The message of the ``ValueError`` it raises
+    begins with ``where``, the value's place relative to what holds it."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is not an object")
     if len(value) != 1:
+        if not value:
+            return None
         raise ValueError(f"{where} has more than one of its fields set")
     ((kind, inner),) = value.items()
-    if kind == "stringValue" and isinstance(inner, str):
+    if kind == "stringValue" and type(inner) is str:  # the usual attribute, first
         return inner
     if kind == "boolValue" and isinstance(inner, bool):
         return inner
@@ -153,6 +161,8 @@ def _value(value: Any, where: str) -> Any:
             # stored as JSON, which has no NaN or infinities: those are kept as their text
             return number if math.isfinite(number) else to_jsonable(number)  # "NaN", ...
         raise ValueError(f"{where}.doubleValue is not a number")
+    if kind == "stringValue" and isinstance(inner, str):  # a str subclass
+        return str(inner)
     if kind == "arrayValue" and isinstance(inner, dict):
         items = inner.get("values", [])
         if isinstance(items, list):
