@@ -139,6 +139,20 @@ class Outage:
         self.release.set()
 
 
+class HangingHook:
+    """A ``before_send`` that holds the sender until released: a sender stuck in a hook,
+    whose queue fills. ``stuck`` is set once it holds one."""
+
+    def __init__(self) -> None:
+        self.stuck = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.stuck.set()
+        self.release.wait(30)
+        return event
+
+
 # -- retries ---------------------------------------------------------------------------
 
 
@@ -471,17 +485,10 @@ class TestBoundedMemory:
         """max_queue_size=100 bounds the events waiting to be built: with the sender
         stuck (in a hook that does not return), the overflow of 1,000 captures is dropped
         and counted, after one short wait for it (STALLED_AFTER), not one per capture."""
-        stuck = threading.Event()
-        release = threading.Event()
-
-        def hanging(event: dict[str, Any]) -> dict[str, Any]:
-            stuck.set()
-            release.wait(30)
-            return event
-
-        client = make_client(max_queue_size=100, before_send=hanging)
+        hook = HangingHook()
+        client = make_client(max_queue_size=100, before_send=hook)
         client.capture("first", distinct_id="u1")
-        assert stuck.wait(10)
+        assert hook.stuck.wait(10)
         started = time.monotonic()
         results = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(1_000)]
         took = time.monotonic() - started
@@ -492,7 +499,7 @@ class TestBoundedMemory:
         assert stats.pending == 100
         assert stats.waited_for_room == 1
         assert took < 5  # a wait per capture would be 100 s
-        release.set()
+        hook.release.set()
         assert client.flush(10)
         assert len(server.wait_for_events(100)) == 100
 
@@ -616,18 +623,12 @@ class TestBoundedMemory:
     ) -> None:
         """Thousands of drops log one queue_full warning (once per interval)."""
         caplog.set_level(logging.WARNING, logger=LIBRARY_LOGGER)
-        stuck, release = threading.Event(), threading.Event()
-
-        def hanging(event: dict[str, Any]) -> dict[str, Any]:
-            stuck.set()
-            release.wait(30)
-            return event
-
-        client = make_client(max_queue_size=10, before_send=hanging)
+        hook = HangingHook()
+        client = make_client(max_queue_size=10, before_send=hook)
         client.capture("first", distinct_id="u1")
-        assert stuck.wait(10)
+        assert hook.stuck.wait(10)
         results = [client.capture("tick", {"i": i}, distinct_id="u1") for i in range(5_000)]
-        release.set()
+        hook.release.set()
         assert results.count(None) >= 4_900
         assert client.stats.dropped["queue_full"] == results.count(None)
         assert len(library_warnings(caplog, "queue is full")) == 1
@@ -644,13 +645,8 @@ class TestBoundedMemory:
         same client, a full queue neither recurses nor turns its warnings into events."""
         # A sender stuck in a hook until the server is back: the queue fills, and the
         # library warns of what it drops.
-        release = threading.Event()
-
-        def hanging(event: dict[str, Any]) -> dict[str, Any]:
-            release.wait(30)
-            return event
-
-        client = make_client(max_queue_size=20, max_retries=50, before_send=hanging)
+        hook = HangingHook()
+        client = make_client(max_queue_size=20, max_retries=50, before_send=hook)
         library = logging.getLogger(LIBRARY_LOGGER)
         root = logging.getLogger()
         own = PostHogHandler(client=client, ignore_loggers=None, exception_level=logging.DEBUG)
@@ -673,14 +669,14 @@ class TestBoundedMemory:
                 client.capture("direct_event", {"i": i}, distinct_id="u1")
                 app.warning("app_event", extra={"event": True, "i": i})
             assert client.stats.dropped["queue_full"] > 0
-            release.set()
+            hook.release.set()
             server.up()
             assert client.flush(10)
             for i in range(3):
                 client.capture("after_recovery", {"i": i}, distinct_id="u1")
             assert client.flush(10)
         finally:
-            release.set()
+            hook.release.set()
             root.removeHandler(via_root)
             library.removeHandler(own)
             library.removeFilter(mark_as_event)
