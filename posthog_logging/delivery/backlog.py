@@ -135,21 +135,22 @@ class Backlog:
             self.spill(batch)
 
     def spill(self, batch: Batch) -> None:
-        """Write ``batch`` to the spool (it leaves memory); if that fails, count its
-        records as lost."""
+        """Write ``batch`` to the spool (it leaves memory); what cannot be written is
+        counted as lost. It is written ``flush_at`` records at a time: batches grow to
+        megabytes under load, and a disk that fills up takes what fits."""
         assert self.spool is not None
-        try:
-            outcome = self.spool.write(batch.records, batch.kind)
-        except OSError as exc:
-            self.release(batch)
-            self._ledger.drop(
-                "spool_error",
-                f"could not write {len(batch)} events to the spool: {exc}",
-                len(batch),
-            )
-            return
         self.release(batch)
-        self.count_spool(outcome, written=len(batch) - outcome.refused)
+        for part in self._batcher.chunk(batch.records, batch.kind):
+            try:
+                outcome = self.spool.write(part.records, part.kind)
+            except OSError as exc:
+                self._ledger.drop(
+                    "spool_error",
+                    f"could not write {len(part)} events to the spool: {exc}",
+                    len(part),
+                )
+                continue
+            self.count_spool(outcome, written=len(part) - outcome.refused)
 
     def count_spool(self, outcome: SpoolStats, written: int = 0) -> None:
         """Count what a write to (or a read from) the spool did and gave up."""
