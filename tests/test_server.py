@@ -652,8 +652,17 @@ class TestLifecycle:
         statuses: list[int] = []
 
         def client() -> None:
-            statuses.append(post(srv, batch()).status_code)
-            _thread.interrupt_main()  # what Ctrl-C does, once a request was served
+            try:  # this thread may run before serve_forever() listens: try until it does
+                deadline = time.monotonic() + 10
+                while not statuses:
+                    try:
+                        statuses.append(post(srv, batch()).status_code)
+                    except requests.ConnectionError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.01)
+            finally:
+                _thread.interrupt_main()  # what Ctrl-C does, once a request was served
 
         threading.Thread(target=client).start()
         srv.serve_forever()
