@@ -224,6 +224,9 @@ class TestWebView:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Ctrl-C must reach it even when this run was started in the background,
+            # where the shell has it ignored (and the child would inherit that).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             out = read_until(proc, "keeps running")

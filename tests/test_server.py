@@ -6,6 +6,7 @@ import _thread
 import gzip
 import json
 import pathlib
+import signal
 import socket
 import stat
 import threading
@@ -664,8 +665,14 @@ class TestLifecycle:
             finally:
                 _thread.interrupt_main()  # what Ctrl-C does, once a request was served
 
-        threading.Thread(target=client).start()
-        srv.serve_forever()
+        # Ctrl-C must raise KeyboardInterrupt even when this run was started in the
+        # background, where the shell has SIGINT ignored.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            threading.Thread(target=client).start()
+            srv.serve_forever()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         assert statuses == [200]
         with pytest.raises(requests.ConnectionError):
             post(srv, batch())
