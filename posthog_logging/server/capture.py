@@ -75,6 +75,18 @@ def decode_checked(
     """The JSON payload, and whether its events need the size check (not when the whole
     body is under the limit for one event) and the Unicode check (not when it escapes no
     lone surrogate)."""
+    body = unzip_checked(body, gzipped, limit)
+    try:
+        text = body.decode("utf-8")
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        raise invalid("the body is not valid UTF-8 JSON") from None
+    return payload, len(body) > MAX_EVENT_BYTES, bool(_SURROGATE_ESCAPE.search(text))
+
+
+def unzip_checked(body: bytes, gzipped: bool, limit: int) -> bytes:
+    """The body, gunzipped if it says so, refused when empty or over ``limit`` bytes
+    (before and after gunzipping)."""
     if not body:
         raise invalid("the request body is empty")
     if len(body) > limit:
@@ -88,12 +100,7 @@ def decode_checked(
         if len(body) > limit:
             detail = f"the body is over {limit // 2**20} MB once gunzipped"
             raise Rejection(413, "payload_too_large", detail)
-    try:
-        text = body.decode("utf-8")
-        payload = json.loads(text, parse_constant=_reject_constant)
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
-        raise invalid("the body is not valid UTF-8 JSON") from None
-    return payload, len(body) > MAX_EVENT_BYTES, bool(_SURROGATE_ESCAPE.search(text))
+    return body
 
 
 def count_events(body: bytes | Rejection, gzipped: bool) -> int:

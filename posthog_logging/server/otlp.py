@@ -120,7 +120,10 @@ def _attributes(values: Any, where: str) -> dict[str, Any]:
             key = item.get("key")
             if not isinstance(key, str):
                 raise ValueError(".key is not a string")
-            out[key] = _value(item.get("value", {}), ".value")
+            value = item.get("value", {})
+            text = value.get("stringValue") if type(value) is dict and len(value) == 1 else None
+            # Most attributes are text: taken here, without a call (else as _value says).
+            out[key] = text if type(text) is str else _value(value, ".value")
         except ValueError as exc:
             raise ValueError(f"{where}.attributes[{n}]{exc}") from None
     return out

@@ -16,6 +16,8 @@ import time
 import uuid
 from typing import Any
 
+import orjson
+
 __all__ = ["EventStore", "default_data_dir"]
 
 _SCHEMA = """
@@ -29,6 +31,11 @@ CREATE TABLE IF NOT EXISTS events (
     received_at REAL NOT NULL
 )
 """
+
+
+def _json(value: Any) -> str:
+    """A value read from a request (plain JSON data) as the store keeps it."""
+    return orjson.dumps(value).decode()
 
 
 _LOGS_SCHEMA = """
@@ -204,9 +211,9 @@ class EventStore:
                 row["time_unix_nano"],
                 row["severity_number"],
                 row["severity_text"],
-                json.dumps(row["body"]),
-                json.dumps(row["attributes"]),
-                json.dumps(row["resource"]),
+                _json(row["body"]),
+                _json(row["attributes"]),
+                _json(row["resource"]),
                 row["trace_id"],
                 row["span_id"],
                 row["distinct_id"],
