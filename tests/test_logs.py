@@ -1093,8 +1093,24 @@ class TestServerStrictness:
 
     @pytest.mark.parametrize(
         "data",
-        [b"not json", b"[]", b'{"resourceLogs": {}}', b'{"resourceLogs": [{"scopeLogs": 1}]}'],
-        ids=["not json", "a list", "resourceLogs not a list", "scopeLogs not a list"],
+        [
+            b"not json",
+            b"[]",
+            b'{"resourceLogs": {}}',
+            b'{"resourceLogs": [{"scopeLogs": 1}]}',
+            b'{"resourceLogs": NaN}',
+            b'{"resourceLogs": [], "x": "\\ud800"}',
+            b'{"resourceLogs": []}\xff',
+        ],
+        ids=[
+            "not json",
+            "a list",
+            "resourceLogs not a list",
+            "scopeLogs not a list",
+            "NaN",
+            "a lone surrogate",
+            "not UTF-8",
+        ],
     )
     def test_400_for_a_body_that_is_not_an_export(self, server: LocalServer, data: bytes) -> None:
         """A body that is not an ExportLogsServiceRequest in JSON is 400."""
