@@ -31,6 +31,12 @@ from posthog_logging.contexts import (
     tag,
 )
 from posthog_logging.events import EventBuilder, PendingEvent
+from posthog_logging.serialisation import (
+    DEFAULT_REDACT_KEYS,
+    Redactor,
+    jsonable_mapping,
+    to_jsonable,
+)
 
 try:
     import msgspec
@@ -121,6 +127,15 @@ def main() -> None:
     base = times["json.dumps"]
     for name, t in times.items():
         print(f"  {name:<12} {t * 1e6:6.2f} us   {t / base:5.2f}x json.dumps")
+    # The one short way left on the event path: flat plain properties are merged as they
+    # are, once is_plain says to_jsonable would leave them unchanged.
+    redactor = Redactor(DEFAULT_REDACT_KEYS)
+    properties = {"page": "/pricing", "plan": "pro", "items": 3, "value": 49.9, "ok": True}
+    checked = per_call(lambda p: jsonable_mapping(p, redactor), properties)
+    converted = per_call(lambda p: to_jsonable(p, redactor=redactor), properties)
+    print("\nfive plain properties made JSON-safe, per call, median:")
+    print(f"  {'checked (is_plain)':<22} {checked * 1e6:6.2f} us")
+    print(f"  {'copied (to_jsonable)':<22} {converted * 1e6:6.2f} us")
     print("\nvalues without a JSON rule:")
     names = list(found)[1:]
     print(f"  {'value':<16}" + "".join(f"{n:<28}" for n in names))
