@@ -235,6 +235,26 @@ def structlog_ours(host: str, events: int) -> Setup:
     return Setup(lambda: log.info("page_viewed", capture=True, **EXTRA), finish)
 
 
+def structlog_ours_idle(host: str, events: int) -> Setup:
+    """As ``structlog-ours``, with the sender asleep until the loop is over (``flush_at``
+    and ``flush_interval`` past it): the processor's own cost to the caller, without the
+    GIL hand-overs a busy sender brings."""
+    from posthog_logging.structlog import PostHogProcessor
+
+    client = posthog_logging.Client(
+        "phc_bench", host=host, flush_at=events + 1, flush_interval=3600, max_queue_size=events + 1
+    )
+    log, close = structlog_logger([PostHogProcessor(client)])
+    shutdown = shut_down(client)
+
+    def finish() -> dict[str, Any]:
+        report = shutdown()
+        close()
+        return report
+
+    return Setup(lambda: log.info("page_viewed", capture=True, **EXTRA), finish)
+
+
 def structlog_plain(host: str, events: int) -> Setup:
     log, close = structlog_logger([])
 
@@ -338,6 +358,14 @@ CASES = [
         structlog_ours,
         "sink",
         "events",
+    ),
+    Case(
+        "structlog-ours-idle",
+        "structlog JSON, marked entry, PostHogProcessor, in context, sender idle in the loop",
+        structlog_ours_idle,
+        "sink",
+        "events",
+        full_only=True,
     ),
     Case(
         "sdk-context",
