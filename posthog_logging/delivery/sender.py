@@ -126,8 +126,9 @@ class Sender:
     # -- the callers' side ------------------------------------------------------------
 
     def put(self, item: Any) -> bool:
-        """Queue ``item``; False when the queue is full (the drop is counted). Takes no
-        lock: safe from signal handlers and finalisers."""
+        """Queue ``item``. When the queue is full, wait for a sender that is taking
+        items (:meth:`_wait_for_room`); False when there is still no room (the drop is
+        counted). Takes no lock: safe from signal handlers and finalisers."""
         if self.sync_mode:
             return self.send_now(item)
         # The intake's queue, used here directly: this runs for every event.
