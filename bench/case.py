@@ -220,10 +220,10 @@ def structlog_logger(processors: list[Any]) -> tuple[Any, Callable[[], None]]:
     return log, devnull.close
 
 
-def structlog_ours(host: str, events: int) -> Setup:
+def structlog_with(client: posthog_logging.Client) -> Setup:
+    """The structlog chain with ``PostHogProcessor`` sending to ``client``."""
     from posthog_logging.structlog import PostHogProcessor
 
-    client = our_client(host)
     log, close = structlog_logger([PostHogProcessor(client)])
     shutdown = shut_down(client)
 
@@ -233,26 +233,25 @@ def structlog_ours(host: str, events: int) -> Setup:
         return report
 
     return Setup(lambda: log.info("page_viewed", capture=True, **EXTRA), finish)
+
+
+def structlog_ours(host: str, events: int) -> Setup:
+    return structlog_with(our_client(host))
 
 
 def structlog_ours_idle(host: str, events: int) -> Setup:
     """As ``structlog-ours``, with the sender asleep until the loop is over (``flush_at``
     and ``flush_interval`` past it): the processor's own cost to the caller, without the
     GIL hand-overs a busy sender brings."""
-    from posthog_logging.structlog import PostHogProcessor
-
-    client = posthog_logging.Client(
-        "phc_bench", host=host, flush_at=events + 1, flush_interval=3600, max_queue_size=events + 1
+    return structlog_with(
+        posthog_logging.Client(
+            "phc_bench",
+            host=host,
+            flush_at=events + 1,
+            flush_interval=3600,
+            max_queue_size=events + 1,
+        )
     )
-    log, close = structlog_logger([PostHogProcessor(client)])
-    shutdown = shut_down(client)
-
-    def finish() -> dict[str, Any]:
-        report = shutdown()
-        close()
-        return report
-
-    return Setup(lambda: log.info("page_viewed", capture=True, **EXTRA), finish)
 
 
 def structlog_plain(host: str, events: int) -> Setup:
