@@ -20,13 +20,19 @@ The module-level functions act on a default client built on first use from
 
 from __future__ import annotations
 
+import contextlib as _contextlib
 import datetime as _dt
+import sys as _sys
+import types as _types
 from collections.abc import Mapping
 from typing import Any
 
 from . import default_client
 from ._version import __version__
 from .client import Client, Stats
+from .contexts import (
+    current_trail as _current_trail,
+)
 from .contexts import (
     get_context_distinct_id,
     get_context_session_id,
@@ -48,12 +54,15 @@ __all__ = [
     "Stats",
     "UnsafeSpoolDirectory",
     "__version__",
+    "add_exception_step",
     "api_key",
     "capture",
     "capture_exception",
+    "capture_exception_code_variables",
     "configure",
     "debug",
     "disabled",
+    "enable_exception_autocapture",
     "flush",
     "get_client",
     "get_context_distinct_id",
@@ -78,6 +87,11 @@ host: str | None = None
 debug: bool = False
 #: Send nothing from the default client.
 disabled: bool = False
+#: Send uncaught exceptions (of the process, of threads, of asyncio tasks) with the
+#: default client; takes effect when set (docs/exceptions.md).
+enable_exception_autocapture: bool = False
+#: Send the local variables of the application's frames with exceptions (masked).
+capture_exception_code_variables: bool = False
 
 get_client = default_client.get_client
 configure = default_client.configure
@@ -130,3 +144,26 @@ def shutdown(timeout: float | None = None) -> bool:
     """Flush and stop the default client. See :meth:`Client.shutdown`."""
     client = default_client.existing()
     return True if client is None else client.shutdown(timeout)
+
+
+def add_exception_step(message: str, properties: Mapping[str, Any] | None = None) -> None:
+    """Record a step of the current context (of this thread, outside any): the next
+    ``$exception`` sent from it carries the steps recorded so far (``$exception_steps``,
+    see docs/exceptions.md). An empty message is ignored; never raises."""
+    if not isinstance(message, str) or not message:
+        return
+    with _contextlib.suppress(Exception):  # properties that cannot be copied: left out
+        copied = dict(properties) if properties else None
+        _current_trail().add(message, properties=copied)
+
+
+class _Module(_types.ModuleType):
+    """The package as a module whose switches act when they are set."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "enable_exception_autocapture":
+            default_client.autocapture_set(bool(value))
+
+
+_sys.modules[__name__].__class__ = _Module

@@ -28,7 +28,7 @@ from .client import Client
 from .contexts import current_state, identify_context, new_context, set_context_session, tag
 from .delivery.lifecycle import shutdown_all
 from .diagnostics import logger
-from .events import ExceptionInfo, pending_exception
+from .events import ExceptionInfo
 from .serialisation import to_jsonable
 
 __all__ = ["HEADER", "instrument"]
@@ -116,14 +116,13 @@ def _task_failure(
 ) -> None:
     if not _settings["capture_exceptions"] or not isinstance(exception, Exception):
         return
+    # As PostHog's SDK specification names a failed background task.
     info = ExceptionInfo(
-        chain=(), mechanism_type="celery", handled=False, level="error", source="python.celery"
+        mechanism_type="task", handled=False, level="error", source="celery.task_failure"
     )
     properties = {"celery_task": getattr(sender, "name", None), "celery_task_id": task_id}
     try:
-        pending = pending_exception(exception, info, properties)
-        if pending is not None:
-            _client().submit(pending)
+        _client().submit_exception(exception, info, properties)
     except Exception:
         logger.debug("posthog_logging: could not capture a task failure", exc_info=True)
 

@@ -10,6 +10,7 @@ own thread with the client's builders and delivers them. That is all the caller 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -18,7 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .contexts import ContextState, current_state
+from . import uncaught
+from .code_variables import DEFAULT_IGNORE_PATTERNS, DEFAULT_MASK_PATTERNS, VariableRules
+from .contexts import ContextState, current_state, current_trail
 from .delivery import lifecycle
 from .delivery.http import DEFAULT_HOST, HTTPTransport
 from .delivery.kinds import EVENTS, LOGS, Kind
@@ -28,22 +31,32 @@ from .delivery.spool import Spool
 from .delivery.stats import Stats
 from .delivery.transport import Transport
 from .diagnostics import Warner, logger
-from .error_tracking import InAppRules
-from .events import (
-    DroppedEvent,
-    EventBuilder,
-    ExceptionInfo,
-    PendingEvent,
-    choose_distinct_id,
-    pending_exception,
+from .error_tracking import (
+    InAppRules,
+    chain_key,
+    exception_key,
+    mark_captured,
+    snapshot_exception,
+)
+from .events import DroppedEvent, EventBuilder, ExceptionInfo, PendingEvent, choose_distinct_id
+from .flood_control import (
+    DEFAULT_BUCKET_SIZE,
+    DEFAULT_REFILL_INTERVAL,
+    DEFAULT_REFILL_RATE,
+    ExceptionRateLimiter,
 )
 from .ids import checked_timestamp, checked_uuid, uuid_for
 from .otlp import LogBuilder, PendingLog
 from .serialisation import DEFAULT_REDACT_KEYS, Redactor
+from .steps import StepTrail
+from .tracing import trace_context
 
 __all__ = ["Client", "Stats"]
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
+
+#: ``trace=`` for :meth:`Client.submit_exception`: the span active where it is called.
+ACTIVE_SPAN: Any = object()
 
 
 class Client:
@@ -81,6 +94,14 @@ class Client:
         in_app_include: Iterable[str] = (),
         in_app_exclude: Iterable[str] = (),
         service_name: str | None = None,
+        enable_exception_autocapture: bool = False,
+        capture_exception_code_variables: bool = False,
+        code_variables_mask_patterns: Iterable[str] | None = None,
+        code_variables_ignore_patterns: Iterable[str] | None = None,
+        exception_rate_limit: bool = True,
+        exception_bucket_size: int = DEFAULT_BUCKET_SIZE,
+        exception_refill_rate: float = DEFAULT_REFILL_RATE,
+        exception_refill_interval: float = DEFAULT_REFILL_INTERVAL,
         transport: Transport | None = None,
     ) -> None:
         _check_positive("flush_at", flush_at, integer=True)
@@ -142,13 +163,35 @@ class Client:
             sync_mode=sync_mode,
         )
         redactor = Redactor(redact_keys)
+        self._in_app = InAppRules(
+            _names("in_app_include", in_app_include), _names("in_app_exclude", in_app_exclude)
+        )
         self._builder = EventBuilder(
             super_properties=super_properties,
             redactor=redactor,
             before_send=before_send,
-            in_app=InAppRules(tuple(in_app_include), tuple(in_app_exclude)),
+            in_app=self._in_app,
             on_collision=self._property_collision,
         )
+        #: How an exception's locals are taken (None: they are not).
+        self._variables: VariableRules | None = None
+        if capture_exception_code_variables:
+            self._variables = VariableRules(
+                mask_patterns=_names("code_variables_mask_patterns", code_variables_mask_patterns)
+                if code_variables_mask_patterns is not None
+                else DEFAULT_MASK_PATTERNS,
+                ignore_patterns=_names(
+                    "code_variables_ignore_patterns", code_variables_ignore_patterns
+                )
+                if code_variables_ignore_patterns is not None
+                else DEFAULT_IGNORE_PATTERNS,
+                redactor=redactor,
+            )
+        self._flood: ExceptionRateLimiter | None = None
+        if exception_rate_limit:
+            self._flood = ExceptionRateLimiter(
+                exception_bucket_size, exception_refill_rate, exception_refill_interval
+            )
         self._log_builder = LogBuilder(redactor, on_collision=self._property_collision)
         if debug:
             logger.setLevel(logging.DEBUG)
@@ -161,6 +204,9 @@ class Client:
                 "nothing will be sent"
             )
         lifecycle.register(self._sender)
+        self.enable_exception_autocapture = bool(enable_exception_autocapture)
+        if self.enable_exception_autocapture:
+            uncaught.install(self)
 
     def __repr__(self) -> str:
         key = "set" if self.api_key else "missing"
@@ -232,19 +278,12 @@ class Client:
             raise TypeError(f"exception must be an exception, got {type(exception).__name__}")
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
-        timestamp = time.time()
-        pending = pending_exception(
+        return self.submit_exception(
             exception,
-            ExceptionInfo(chain=(), mechanism_type="generic", handled=True),
-            dict(properties) if properties else None,
+            ExceptionInfo(mechanism_type="generic", handled=True, level="error"),
+            properties,
             distinct_id=distinct_id,
-            timestamp=timestamp,
-            context=current_state(),
         )
-        if pending is None:
-            return None
-        pending.uuid = uuid_for(timestamp)
-        return pending.uuid if self.submit(pending) else None
 
     def set(self, properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:
         """Set person properties (``$set``) on the person of the context or ``distinct_id``."""
@@ -272,6 +311,7 @@ class Client:
         one, else counted as ``shutdown_timeout``. Returns True when everything queued
         was sent (or refused by the server) in time.
         """
+        uncaught.remove(self)
         return self._sender.shutdown(self.shutdown_timeout if timeout is None else timeout)
 
     # -- the seam for front-ends ----------------------------------------------------------
@@ -309,6 +349,75 @@ class Client:
                 level=logging.ERROR,
             )
             return False
+
+    def submit_exception(
+        self,
+        exception: BaseException | None,
+        info: ExceptionInfo,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        distinct_id: Any = None,
+        timestamp: float | None = None,
+        context: ContextState | None = None,
+        trace: tuple[str, str, int] | None = ACTIVE_SPAN,
+    ) -> str | None:
+        """Make an ``$exception`` event and queue it: the one way every front-end and
+        hook sends an exception. Returns its uuid, or None when nothing was queued.
+
+        With ``exception`` given, it is marked captured (None if it already was: one
+        exception object is sent once) and its chain is snapshotted here, with the locals
+        of its frames when ``capture_exception_code_variables`` is on. With None,
+        ``info.chain`` (a snapshot taken earlier) is sent, and an empty chain means
+        nothing is. Flood control comes first, before any of that work: an exception
+        whose kind has used up its bucket is dropped and counted
+        (``exception_rate_limited``).
+
+        ``context`` None means the current one, whose exception steps the event
+        carries; a context stamped elsewhere carries its own steps, if any. ``trace``
+        is the span to link it to: by default the one active here.
+        """
+        if self.disabled:
+            return None
+        if exception is not None:
+            if not mark_captured(exception):
+                return None
+            key = exception_key(exception)
+        elif info.chain:
+            key = info.fingerprint or chain_key(info.chain)
+        else:
+            return None
+        if self._flood is not None and not self._flood.allow(key):
+            self.count_drop(
+                "exception_rate_limited",
+                f"exception {key.partition('@')[0]} was captured more often than the flood "
+                "limit allows (exception_bucket_size, exception_refill_rate); dropped",
+            )
+            return None
+        if exception is not None:
+            chain = snapshot_exception(exception, variables=self._variables, in_app=self._in_app)
+            info = dataclasses.replace(info, chain=chain)
+        trail: StepTrail | None
+        if context is None:
+            context, trail = current_state(), current_trail()
+        else:
+            trail = context.steps
+        if trail is not None and len(trail):
+            info = dataclasses.replace(info, steps=trail.snapshot())
+        if timestamp is None:
+            timestamp = time.time()
+        uuid = uuid_for(timestamp)
+        pending = PendingEvent(
+            "$exception",
+            dict(properties) if properties else None,
+            distinct_id,
+            context,
+            timestamp,
+            uuid,
+            None,
+            info,
+            trace_context() if trace is ACTIVE_SPAN else trace,
+        )
+        return uuid if self.submit(pending) else None
 
     def count_drop(self, reason: str, message: str, n: int = 1) -> None:
         """Count ``n`` records a front-end could not send, for ``reason`` (a
@@ -366,6 +475,14 @@ class Client:
             kind, {kind: dict(properties)}, distinct_id, person, timestamp, uuid, None, None
         )
         return uuid if self.submit(pending) else None
+
+
+def _names(option: str, value: Iterable[str]) -> tuple[str, ...]:
+    """A list option (module prefixes, patterns) as a tuple; a single string is refused,
+    since it would be taken letter by letter."""
+    if isinstance(value, str):
+        raise TypeError(f"{option} must be a list of strings, not a single string")
+    return tuple(value)
 
 
 def _check_positive(name: str, value: Any, integer: bool = False) -> None:

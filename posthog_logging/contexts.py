@@ -33,10 +33,12 @@ from typing import Any, TypeVar, cast
 
 from .diagnostics import Warner, logger
 from .serialisation import as_text
+from .steps import StepTrail, thread_trail
 
 __all__ = [
     "ContextState",
     "current_state",
+    "current_trail",
     "get_context_distinct_id",
     "get_context_session_id",
     "get_tags",
@@ -61,6 +63,9 @@ class ContextState:
     capture_exceptions: bool = True
     #: Depth of nesting; 0 means "outside any context".
     depth: int = 0
+    #: The exception steps of this context and the contexts nested in it (see
+    #: :mod:`posthog_logging.steps`); None outside any context, where each thread has its own.
+    steps: StepTrail | None = field(default=None, compare=False, repr=False)
 
 
 _ROOT = ContextState()
@@ -94,6 +99,12 @@ def set_exception_hook(hook: ExceptionHook | None) -> None:
 def current_state() -> ContextState:
     """The state of the innermost context here (an empty state outside any context)."""
     return _state.get()
+
+
+def current_trail() -> StepTrail:
+    """The exception steps of the innermost context here (of this thread, outside any)."""
+    steps = _state.get().steps
+    return thread_trail() if steps is None else steps
 
 
 def get_context_distinct_id() -> str | None:
@@ -176,7 +187,12 @@ class new_context:
             raise RuntimeError("this new_context() is already entered; make a new one")
         parent = _state.get()
         base = _ROOT if self._fresh else parent
-        state = _evolve(base, capture_exceptions=self._capture_exceptions, depth=parent.depth + 1)
+        # A context shares its parent's steps (the lines before it led to it too); a
+        # fresh one, or the outermost, starts its own.
+        steps = base.steps if base.steps is not None else StepTrail()
+        state = _evolve(
+            base, capture_exceptions=self._capture_exceptions, depth=parent.depth + 1, steps=steps
+        )
         self._parent = parent
         self._token = _state.set(state)
         return self

@@ -2,8 +2,12 @@
 
 Built lazily, on first use, from (in order of precedence) ``configure(...)``, the
 module attributes users set (``posthog_logging.api_key = ...``, ``host``, ``debug``,
-``disabled``), then the environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``). Changing
-``api_key`` or ``host`` later builds a new client for the events that follow.
+``disabled``, ``enable_exception_autocapture``, ``capture_exception_code_variables``),
+then the environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``). Changing ``api_key``,
+``host`` or one of the two switches later builds a new client for the events that follow.
+
+``enable_exception_autocapture`` takes effect when it is set (:func:`autocapture_set`):
+a script that crashes before it sends anything else still reports the crash.
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ import sys
 import threading
 from typing import Any
 
+from . import uncaught
 from .client import Client
 from .contexts import set_exception_hook
-from .events import ExceptionInfo, pending_exception
+from .events import ExceptionInfo
 
 # Reentrant: a signal handler that captures while this thread builds the client
 # must not wait for itself.
 _lock = threading.RLock()
 _configured: Client | None = None
 _lazy: Client | None = None
-_lazy_key: tuple[Any, Any] | None = None
+_lazy_key: tuple[Any, Any, bool, bool] | None = None
 
 
 def _package() -> Any:
@@ -35,13 +40,24 @@ def get_client() -> Client:
     if client is not None:
         return client
     pkg = _package()
-    key = (pkg.api_key, pkg.host)
+    key = (
+        pkg.api_key,
+        pkg.host,
+        bool(pkg.enable_exception_autocapture),
+        bool(pkg.capture_exception_code_variables),
+    )
     client = _lazy
     if client is None or key != _lazy_key:
         with _lock:
             if _lazy is None or key != _lazy_key:
                 old = _lazy
-                _lazy = Client(api_key=pkg.api_key, host=pkg.host, debug=bool(pkg.debug))
+                _lazy = Client(
+                    api_key=pkg.api_key,
+                    host=pkg.host,
+                    debug=bool(pkg.debug),
+                    enable_exception_autocapture=key[2],
+                    capture_exception_code_variables=key[3],
+                )
                 _lazy_key = key
                 if old is not None:  # send what it holds, without blocking this caller
                     threading.Thread(target=old.shutdown, daemon=True).start()
@@ -88,10 +104,26 @@ def reset() -> None:
         client.shutdown()
 
 
+def _autocapture_target() -> Client | None:
+    """The default client, for uncaught exceptions, while the module attribute asks."""
+    if not _package().enable_exception_autocapture:
+        return None
+    return get_client()
+
+
+def autocapture_set(enabled: bool) -> None:
+    """``posthog_logging.enable_exception_autocapture`` was set: install the hooks for
+    the default client now (it is built when an exception arrives, if it was not yet), or
+    stop sending to it."""
+    if enabled:
+        uncaught.install(_package(), _autocapture_target)
+    else:
+        uncaught.remove(_package())
+
+
 def _capture_leaving_context(exc: BaseException) -> object:
-    info = ExceptionInfo(chain=(), mechanism_type="generic", handled=False)
-    pending = pending_exception(exc, info)
-    return pending is not None and get_client().submit(pending)
+    info = ExceptionInfo(mechanism_type="generic", handled=False, level="error")
+    return get_client().submit_exception(exc, info) is not None
 
 
 set_exception_hook(_capture_leaving_context)

@@ -9,10 +9,18 @@ A front-end (the stdlib handler, the structlog processor, any future one) fills 
 - an entry with an exception, at or above ``exception_level``, becomes an ``$exception``
   event (``mechanism`` ``{"type": "logger", "handled": true}``, ``$exception_level`` from
   the entry's level, ``$exception_source`` the front-end's), once per exception object;
+- an unmarked entry at or above ``exception_level`` without an exception becomes one
+  too, when ``errors_without_exception`` is on: a synthetic exception (its message
+  template as the type, the message as the value, where it was logged as its frame) with
+  an ``$exception_fingerprint`` of the logger and the template, so that one template
+  makes one issue whatever its arguments;
 - an entry at or above ``logs_level`` becomes a line for PostHog Logs;
+- an entry at or above ``steps_level`` becomes an exception step of its context (after
+  the rest: an error is not a step on its own way);
 
-and hands each to the client through its one seam, :meth:`Client.submit`. What the
-library's own code logs is not sent (it could feed a loop) but counted.
+and hands each to the client through its seams, :meth:`Client.submit` and
+:meth:`Client.submit_exception`. What the library's own code logs is not sent (it could
+feed a loop) but counted.
 """
 
 from __future__ import annotations
@@ -25,12 +33,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from .client import Client
-from .contexts import ContextState, current_state
-from .error_tracking import ExceptionSnapshot, snapshot_exception
-from .events import ExceptionInfo, PendingEvent, choose_distinct_id, pending_exception
+from .contexts import ContextState, current_state, current_trail
+from .error_tracking import (
+    ExceptionSnapshot,
+    message_fingerprint,
+    snapshot_exception,
+    synthetic_exception,
+)
+from .events import ExceptionInfo, PendingEvent, choose_distinct_id
 from .levels import NEVER, exception_level_name, level_name
-from .otlp import PendingLog, trace_context
+from .otlp import PendingLog
 from .reentry import in_finaliser, this_thread
+from .steps import DEFAULT_MAX_STEPS
+from .tracing import trace_context
 
 __all__ = [
     "ROUTED_KEYS",
@@ -39,6 +54,7 @@ __all__ = [
     "LogEntry",
     "Router",
     "exception_of",
+    "sent_synthetic",
     "split_properties",
     "stamped_context",
 ]
@@ -135,6 +151,16 @@ def exception_of(exc_info: Any) -> BaseException | None:
     return None
 
 
+class _SentSynthetic(threading.local):
+    entry: Any = None
+
+
+#: Per thread, the last structlog entry the structlog processor sent as a synthetic
+#: exception: ``PostHogHandler``, which sees it again behind ``wrap_for_formatter``,
+#: leaves it (the object itself is compared: an entry is one log call).
+sent_synthetic = _SentSynthetic()
+
+
 #: Where a line was logged: (file path, line, function) or None, (thread id, thread name)
 #: or None, and the OpenTelemetry span (trace id, span id, flags) or None.
 Where = tuple[
@@ -184,29 +210,64 @@ class LogEntry:
         messages are costly to format keeps what it needs there and overrides this."""
         return str(self.message)
 
+    def template(self) -> str:
+        """The message before its arguments were put in: what a synthetic exception is
+        named and grouped by. Here the text itself."""
+        return self.text()
+
     def where(self) -> Where:
         """Where it was logged, for a log line: here, no code location, this thread
         and the span active now (the router asks on the thread that logged)."""
         thread = threading.current_thread()
         return None, (thread.ident, thread.name), trace_context()
 
+    def origin(self) -> tuple[str, int, str] | None:
+        """The code that logged it (file, line, function), for a synthetic exception's
+        frame: here, what :meth:`where` says."""
+        return self.where()[0]
+
+    def trace(self) -> tuple[str, str, int] | None:
+        """The span it was logged in, for an event: here, the one active now."""
+        return trace_context()
+
+    def sent_as_synthetic(self) -> bool:
+        """Whether another front-end already sent it as a synthetic exception."""
+        return False
+
 
 class Router:
-    """Turns log entries into events, ``$exception`` events and log lines."""
+    """Turns log entries into events, ``$exception`` events, log lines and steps."""
 
-    def __init__(self, *, exception_level: int, logs_level: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        exception_level: int,
+        logs_level: int | None = None,
+        errors_without_exception: bool = True,
+        steps_level: int | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+    ) -> None:
         self.exception_level = exception_level
         self.logs_threshold = NEVER if logs_level is None else logs_level
+        self.errors_without_exception = errors_without_exception
+        self.steps_threshold = NEVER if steps_level is None else steps_level
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"exception_steps_max must be a positive int, got {max_steps!r}")
+        self.max_steps = max_steps
+        #: At or above this level an entry sends something whatever it carries.
+        self.threshold = min(self.logs_threshold, self.steps_threshold)
+        if errors_without_exception:
+            self.threshold = min(self.threshold, exception_level)
         #: Below this level only a marked entry sends anything (see :meth:`wants`): what a
         #: front-end checks first, for the records that are none of its business.
-        self.floor = min(self.exception_level, self.logs_threshold)
+        self.floor = min(self.exception_level, self.threshold)
 
     def wants(self, marked: Any, levelno: int, has_exception: Any) -> bool:
         """Whether an entry would send anything: the cheap test front-ends make before
         they fill a :class:`LogEntry`."""
         return bool(
             marked
-            or levelno >= self.logs_threshold
+            or levelno >= self.threshold
             or (has_exception and levelno >= self.exception_level)
         )
 
@@ -236,20 +297,34 @@ class Router:
                     None,
                     entry.groups,
                     None,
+                    entry.trace(),
                 )
             )
         elif name is not None:
             client.count_drop("bad_event_name", "a marked log entry had an empty event name")
         levelno = entry.levelno
-        if levelno >= self.exception_level and (
-            entry.exception is not None or entry.snapshot is not None
-        ):
-            self._send_exception(client, entry)
+        if levelno >= self.exception_level:
+            if entry.exception is not None or entry.snapshot is not None:
+                self._send_exception(client, entry, None)
+            elif self.errors_without_exception and name is None and not entry.sent_as_synthetic():
+                self._send_synthetic(client, entry)
         if levelno >= self.logs_threshold:
             self._send_line(client, entry)
+        if levelno >= self.steps_threshold and entry.context is None:
+            # A context stamped elsewhere (behind a QueueHandler) has no steps here.
+            current_trail().add(
+                entry.text(),
+                level=entry.level_name.lower(),
+                logger=entry.logger_name,
+                properties=entry.properties,
+                timestamp=entry.created,
+                max_steps=self.max_steps,
+            )
 
-    def _send_exception(self, client: Client, entry: LogEntry) -> None:
-        info = ExceptionInfo(
+    def _send_exception(
+        self, client: Client, entry: LogEntry, synthetic: ExceptionInfo | None
+    ) -> None:
+        info = synthetic or ExceptionInfo(
             chain=entry.snapshot or (),
             mechanism_type="logger",
             handled=True,
@@ -262,16 +337,28 @@ class Router:
             logger_name=entry.logger_name,
             log_level=entry.level_name.lower(),
         )
-        pending = pending_exception(
-            None if entry.snapshot is not None else entry.exception,
+        client.submit_exception(
+            None if entry.snapshot is not None or synthetic else entry.exception,
             info,
             properties,
             distinct_id=entry.distinct_id,
             timestamp=entry.created,
-            context=entry.context or current_state(),
+            context=entry.context,
+            trace=entry.trace(),
         )
-        if pending is not None:
-            client.submit(pending)
+
+    def _send_synthetic(self, client: Client, entry: LogEntry) -> None:
+        """An error logged without an exception: one of the library's making."""
+        template = entry.template()
+        info = ExceptionInfo(
+            chain=synthetic_exception(template, entry.text(), entry.origin()),
+            mechanism_type="logger",
+            handled=True,
+            level=exception_level_name(entry.levelno),
+            source=entry.source,
+            fingerprint=message_fingerprint(entry.logger_name, template),
+        )
+        self._send_exception(client, entry, info)
 
     def _send_line(self, client: Client, entry: LogEntry) -> None:
         context = entry.context or current_state()

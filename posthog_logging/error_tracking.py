@@ -4,7 +4,9 @@ Work is split in two so that the application's thread does as little as possible
 
 - :func:`snapshot_exception` runs where the exception is caught. It walks the chain
   (``__cause__``, ``__context__``, exception groups) and each traceback, keeping only
-  plain, picklable data: names, messages, file names and line numbers. No file is read.
+  plain, picklable data: names, messages, file names and line numbers, and, when asked,
+  the local variables of the application's frames (:mod:`posthog_logging.code_variables`),
+  which could change once the caller goes on. No file is read.
 - :func:`build_exception_list` runs on the sender thread. It adds source context
   (5 lines each side, read through :mod:`linecache`), module-relative file names and
   ``in_app``, and produces the list PostHog expects: the exception that was caught
@@ -12,35 +14,46 @@ Work is split in two so that the application's thread does as little as possible
 
 :func:`mark_captured` is the single rule behind "one exception object is captured once",
 however many contexts it crosses and however many times it is logged.
+:func:`synthetic_exception` makes one for an error logged without an exception, and
+:func:`exception_key` / :func:`chain_key` say which exceptions are "the same" for flood
+control.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import linecache
 import os
 import sys
 import sysconfig
 import traceback
 import types
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
+
+from .code_variables import VariableRules, take_variables
 
 __all__ = [
     "ExceptionSnapshot",
     "FrameSnapshot",
     "InAppRules",
     "build_exception_list",
+    "chain_key",
+    "exception_key",
     "mark_captured",
+    "message_fingerprint",
     "snapshot_exception",
+    "synthetic_exception",
 ]
 
 CONTEXT_LINES = 5
 MAX_EXCEPTIONS = 32
 MAX_FRAMES = 100
 MAX_VALUE_LENGTH = 8_192
+MAX_TYPE_LENGTH = 200
 
 _CAPTURED_ATTR = "__posthog_captured__"
 
@@ -67,6 +80,8 @@ class FrameSnapshot:
     lineno: int
     function: str
     module: str | None
+    variables: Mapping[str, Any] | None = None
+    """Its local variables, taken where the exception was caught (``code_variables``)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,10 @@ class ExceptionSnapshot:
     exception_id: int
     parent_id: int | None
     source: str | None
+    """How it hangs off its parent: ``cause``, ``context`` or ``member``."""
     is_exception_group: bool
+    synthetic: bool = False
+    """Made by the library (an error logged without an exception), not raised."""
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -100,31 +118,42 @@ def _attribute(exc: BaseException, name: str, default: Any) -> Any:
         return default
 
 
-def _frames(exc: BaseException) -> tuple[FrameSnapshot, ...]:
+def _walk(exc: BaseException) -> list[tuple[types.FrameType, int]]:
+    """The frames of ``exc``'s traceback with their line numbers, outermost first."""
     tb = _attribute(exc, "__traceback__", None)
     if not isinstance(tb, types.TracebackType):
-        return ()
-    walked = list(traceback.walk_tb(tb))
+        return []
+    walked = [(frame, lineno or 0) for frame, lineno in traceback.walk_tb(tb)]
     if len(walked) > MAX_FRAMES:  # e.g. RecursionError: keep both ends
         half = MAX_FRAMES // 2
         walked = walked[:half] + walked[-half:]
-    return tuple(
-        FrameSnapshot(
-            abs_path=frame.f_code.co_filename,
-            lineno=lineno or 0,
-            function=frame.f_code.co_name,
-            module=frame.f_globals.get("__name__"),
-        )
-        for frame, lineno in walked
+    return walked
+
+
+def _frame_snapshot(frame: types.FrameType, lineno: int) -> FrameSnapshot:
+    return FrameSnapshot(
+        abs_path=frame.f_code.co_filename,
+        lineno=lineno,
+        function=frame.f_code.co_name,
+        module=frame.f_globals.get("__name__"),
     )
 
 
-def snapshot_exception(exc: BaseException) -> tuple[ExceptionSnapshot, ...]:
+def snapshot_exception(
+    exc: BaseException,
+    *,
+    variables: VariableRules | None = None,
+    in_app: InAppRules | None = None,
+) -> tuple[ExceptionSnapshot, ...]:
     """The chain of ``exc`` as plain data: ``exc`` first, the root cause last.
+
+    With ``variables``, the local variables of each frame in the app (by ``in_app``) are
+    taken too, now: their values may change once the caller goes on.
 
     Never raises: what cannot be read of an exception (an attribute whose property fails)
     is left out."""
     out: list[ExceptionSnapshot] = []
+    live: list[list[tuple[types.FrameType, int]]] = []
     seen: set[int] = set()
 
     def visit(e: BaseException, parent_id: int | None, source: str | None) -> None:
@@ -136,12 +165,14 @@ def snapshot_exception(exc: BaseException) -> tuple[ExceptionSnapshot, ...]:
         # Also matches the `exceptiongroup` backport used on Python 3.10.
         is_group = any(c.__name__ == "BaseExceptionGroup" for c in cls.__mro__)
         this_id = len(out)
+        walked = _walk(e)
+        live.append(walked)
         out.append(
             ExceptionSnapshot(
                 type=cls.__qualname__,
                 value=_safe_str(e),
                 module=None if module == "builtins" else module,
-                frames=_frames(e),
+                frames=tuple(_frame_snapshot(frame, lineno) for frame, lineno in walked),
                 exception_id=this_id,
                 parent_id=parent_id,
                 source=source,
@@ -151,19 +182,107 @@ def snapshot_exception(exc: BaseException) -> tuple[ExceptionSnapshot, ...]:
         cause = _attribute(e, "__cause__", None)
         context = _attribute(e, "__context__", None)
         if isinstance(cause, BaseException):
-            visit(cause, this_id, "__cause__")
+            visit(cause, this_id, "cause")
         elif isinstance(context, BaseException) and not _attribute(
             e, "__suppress_context__", False
         ):
-            visit(context, this_id, "__context__")
+            visit(context, this_id, "context")
         if is_group:
             subs = _attribute(e, "exceptions", ())
-            for i, sub in enumerate(subs if isinstance(subs, (tuple, list)) else ()):
+            for sub in subs if isinstance(subs, (tuple, list)) else ():
                 if isinstance(sub, BaseException):
-                    visit(sub, this_id, f"exceptions[{i}]")
+                    visit(sub, this_id, "member")
 
     visit(exc, None, None)
+    if variables is not None:
+        with contextlib.suppress(Exception):  # never lose the exception for its locals
+            return _with_variables(out, live, variables, in_app or InAppRules())
     return tuple(out)
+
+
+def _with_variables(
+    chain: list[ExceptionSnapshot],
+    live: list[list[tuple[types.FrameType, int]]],
+    rules: VariableRules,
+    in_app: InAppRules,
+) -> tuple[ExceptionSnapshot, ...]:
+    """``chain`` with the locals of its in-app frames. One budget (bytes and time) for
+    all of them, spent on the frames nearest each raise site first."""
+    wanted: list[tuple[int, int]] = []  # (exception, frame) positions, in budget order
+    for i, snap in enumerate(chain):
+        for j in range(len(snap.frames) - 1, -1, -1):
+            if in_app(snap.frames[j]):
+                wanted.append((i, j))
+    if not wanted:
+        return tuple(chain)
+    taken = take_variables([live[i][j][0] for i, j in wanted], rules)
+    frames = [list(snap.frames) for snap in chain]
+    for (i, j), values in zip(wanted, taken, strict=False):
+        if values:
+            frames[i][j] = replace(frames[i][j], variables=values)
+    return tuple(replace(snap, frames=tuple(f)) for snap, f in zip(chain, frames, strict=True))
+
+
+def synthetic_exception(
+    type_name: str,
+    message: str,
+    where: tuple[str, int, str] | None,
+    module: str | None = None,
+) -> tuple[ExceptionSnapshot, ...]:
+    """An exception the library makes for an error logged without one: ``type_name``
+    (cut to 200 characters), ``message`` as its value, and where it was logged (file,
+    line, function) as its one frame."""
+    frames: tuple[FrameSnapshot, ...] = ()
+    if where is not None:
+        path, lineno, function = where
+        frames = (FrameSnapshot(abs_path=path, lineno=lineno, function=function, module=module),)
+    if len(type_name) > MAX_TYPE_LENGTH:
+        type_name = type_name[: MAX_TYPE_LENGTH - 3] + "..."
+    if len(message) > MAX_VALUE_LENGTH:
+        message = message[:MAX_VALUE_LENGTH] + "..."
+    return (
+        ExceptionSnapshot(
+            type=type_name,
+            value=message,
+            module=None,
+            frames=frames,
+            exception_id=0,
+            parent_id=None,
+            source=None,
+            is_exception_group=False,
+            synthetic=True,
+        ),
+    )
+
+
+def message_fingerprint(logger_name: str | None, template: str) -> str:
+    """``$exception_fingerprint`` of an error logged without an exception: one per logger
+    and message template, whatever the arguments (32 hex digits)."""
+    text = f"{logger_name or ''}\x00{template}"
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def exception_key(exc: BaseException) -> str:
+    """What makes two exceptions the same for flood control: their type and where the
+    innermost frame was when it was raised. Cheap: no snapshot is taken."""
+    cls = type(exc)
+    tb = _attribute(exc, "__traceback__", None)
+    where = ""
+    if isinstance(tb, types.TracebackType):
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+    return f"{cls.__module__}.{cls.__qualname__}@{where}"
+
+
+def chain_key(chain: tuple[ExceptionSnapshot, ...]) -> str:
+    """:func:`exception_key` of a snapshot's first exception."""
+    first = chain[0]
+    where = ""
+    if first.frames:
+        last = first.frames[-1]
+        where = f"{last.abs_path}:{last.lineno}"
+    return f"{first.module or 'builtins'}.{first.type}@{where}"
 
 
 @dataclass(frozen=True)
@@ -251,6 +370,8 @@ def _frame_dict(frame: FrameSnapshot, in_app: InAppRules) -> dict[str, Any]:
         "in_app": in_app(frame),
     }
     out.update(_source_context(frame.abs_path, frame.lineno))
+    if frame.variables:
+        out["code_variables"] = dict(frame.variables)
     return out
 
 
@@ -263,14 +384,22 @@ def build_exception_list(
 ) -> list[dict[str, Any]]:
     """The ``$exception_list`` property for a snapshot from :func:`snapshot_exception`.
 
-    ``handled`` None means unknown: the key is then left out rather than sent as false.
+    As PostHog's SDK specification has it: the first exception's ``mechanism`` says how
+    it was caught (``mechanism_type``, ``handled``); the ones chained to it are of type
+    ``chained``, with their ``parent_id`` and ``source`` (``cause``, ``context``,
+    ``member``) and no ``handled``. ``handled`` None means unknown: the key is then left
+    out rather than sent as false.
     """
     rules = in_app or InAppRules()
     result = []
     for snap in chain:
-        mechanism: dict[str, Any] = {"type": mechanism_type, "synthetic": False}
-        if handled is not None:
-            mechanism["handled"] = handled
+        mechanism: dict[str, Any]
+        if snap.parent_id is None:
+            mechanism = {"type": mechanism_type, "synthetic": snap.synthetic}
+            if handled is not None:
+                mechanism["handled"] = handled
+        else:
+            mechanism = {"type": "chained", "synthetic": snap.synthetic}
         mechanism["exception_id"] = snap.exception_id
         if snap.parent_id is not None:
             mechanism["parent_id"] = snap.parent_id

@@ -12,7 +12,8 @@ Property precedence, lowest first (a later layer overwrites an earlier one):
    ``$geoip_disable``;
 2. the client's ``super_properties``;
 3. the context's tags;
-4. ``$session_id`` from the context;
+4. ``$session_id`` from the context, ``$trace_id``/``$span_id`` from the active
+   OpenTelemetry span, an exception's ``$exception_fingerprint`` and ``$exception_steps``;
 5. the properties given to the call (a ``$session_id`` given here wins over the context's);
 6. what the library owns and no one overrides: ``$lib``, ``$lib_version``, ``$is_server``,
    ``$groups`` from the ``groups`` argument, ``$process_person_profile: false`` for
@@ -24,27 +25,20 @@ personless event (:func:`choose_distinct_id`).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import platform
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._version import __version__
-from .contexts import ContextState, current_state
+from .contexts import ContextState
 from .diagnostics import Warner
-from .error_tracking import (
-    ExceptionSnapshot,
-    InAppRules,
-    build_exception_list,
-    mark_captured,
-    snapshot_exception,
-)
+from .error_tracking import ExceptionSnapshot, InAppRules, build_exception_list
 from .ids import format_timestamp, uuid7
 from .serialisation import Redactor, as_text, dumps, jsonable_mapping, to_jsonable
+from .steps import DEFAULT_MAX_BYTES, Step
 from .wire import MAX_EVENT_BYTES
 
 __all__ = [
@@ -55,7 +49,6 @@ __all__ = [
     "ExceptionInfo",
     "PendingEvent",
     "choose_distinct_id",
-    "pending_exception",
 ]
 
 
@@ -79,13 +72,17 @@ def choose_distinct_id(explicit: Any, context: ContextState) -> str | None:
 
 @dataclass(frozen=True)
 class ExceptionInfo:
-    """What an ``$exception`` event needs beyond a plain event."""
+    """What an ``$exception`` event needs beyond a plain event: how it was caught (the
+    mechanism, ``$exception_level``, ``$exception_source``), and once taken, the chain,
+    the fingerprint of a synthetic one and the steps that led to it."""
 
-    chain: tuple[ExceptionSnapshot, ...]
+    chain: tuple[ExceptionSnapshot, ...] = ()
     mechanism_type: str = "generic"
     handled: bool | None = None
     level: str | None = None
     source: str | None = None
+    fingerprint: str | None = None
+    steps: tuple[Step, ...] = ()
 
 
 @dataclass(slots=True)
@@ -101,36 +98,8 @@ class PendingEvent:
     uuid: str | None
     groups: Mapping[str, Any] | None = None
     exception: ExceptionInfo | None = None
-
-
-def pending_exception(
-    exception: BaseException | None,
-    info: ExceptionInfo,
-    properties: dict[str, Any] | None = None,
-    *,
-    distinct_id: Any = None,
-    timestamp: float | None = None,
-    context: ContextState | None = None,
-) -> PendingEvent | None:
-    """An ``$exception`` event for ``exception``, caught as ``info`` says, taken here on
-    the caller's thread (now, in the current context, unless ``timestamp`` and
-    ``context`` say otherwise); None when there is nothing to send.
-
-    With ``exception`` given, it is marked captured (None if it already was: one
-    exception object is sent once) and its chain snapshotted; with None, ``info.chain``
-    (a snapshot taken earlier) is sent, and an empty chain means nothing is.
-    """
-    if exception is not None:
-        if not mark_captured(exception):
-            return None
-        info = dataclasses.replace(info, chain=snapshot_exception(exception))
-    if not info.chain:
-        return None
-    if timestamp is None:
-        timestamp = time.time()
-    if context is None:
-        context = current_state()
-    return PendingEvent("$exception", properties, distinct_id, context, timestamp, None, None, info)
+    #: The OpenTelemetry span it was made in: trace id, span id, flags (hex).
+    trace: tuple[str, str, int] | None = None
 
 
 class DroppedEvent(Exception):
@@ -235,6 +204,14 @@ class EventBuilder:
             properties.update(self._safe(context.tags))
         if context.session_id:
             properties["$session_id"] = context.session_id
+        if pending.trace is not None:
+            properties["$trace_id"], properties["$span_id"], _ = pending.trace
+        exception = pending.exception
+        if exception is not None:
+            if exception.fingerprint:
+                properties["$exception_fingerprint"] = exception.fingerprint
+            if exception.steps:
+                properties["$exception_steps"] = self._steps(exception.steps)
         if pending.properties:
             properties.update(self._safe(pending.properties))
         properties.update(self._owned)
@@ -246,8 +223,8 @@ class EventBuilder:
             distinct_id = uuid
         else:
             distinct_id = self._checked_distinct_id(distinct_id)
-        if pending.exception is not None:
-            properties.update(self._exception_properties(pending.exception))
+        if exception is not None:
+            properties.update(self._exception_properties(exception))
         return {
             "event": self._checked_name(pending.event),
             "distinct_id": distinct_id,
@@ -279,6 +256,29 @@ class EventBuilder:
         if exc.source is not None:
             properties["$exception_source"] = exc.source
         return properties
+
+    def _steps(self, steps: tuple[Step, ...]) -> list[dict[str, Any]]:
+        """``$exception_steps``: each step as PostHog's specification shapes it (its
+        properties redacted and made JSON-safe), the oldest left out until the list is
+        within the specification's byte limit."""
+        out: list[dict[str, Any]] = []
+        sizes: list[int] = []
+        for step in steps:
+            item: dict[str, Any] = dict(self._safe(step.properties)) if step.properties else {}
+            item["$message"] = step.message
+            item["$timestamp"] = format_timestamp(step.timestamp)
+            if step.level is not None:
+                item["$level"] = step.level
+            if step.logger is not None:
+                item["$logger"] = step.logger
+            out.append(item)
+            sizes.append(len(dumps(item)))
+        total = sum(sizes)
+        first = 0
+        while total > DEFAULT_MAX_BYTES and first < len(out):
+            total -= sizes[first]
+            first += 1
+        return out[first:]
 
     def _apply_before_send(self, data: dict[str, Any]) -> dict[str, Any]:
         assert self._before_send is not None

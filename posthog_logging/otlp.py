@@ -20,7 +20,6 @@ integers as strings, trace and span ids as hex, values typed (``stringValue``,
 from __future__ import annotations
 
 import linecache
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,29 +29,10 @@ from .error_tracking import ExceptionSnapshot
 from .levels import severity_number
 from .serialisation import MAX_STRING_LENGTH, Redactor, dumps, jsonable_mapping
 
-__all__ = ["LogBuilder", "PendingLog", "any_value", "format_stacktrace", "trace_context"]
+__all__ = ["LogBuilder", "PendingLog", "any_value", "format_stacktrace"]
 
 #: One line is cut to fit, well inside a batch.
 MAX_LOG_BODY_LENGTH = 65_536
-
-
-def trace_context() -> tuple[str, str, int] | None:
-    """The active OpenTelemetry span's trace id, span id and flags (hex), if the
-    ``opentelemetry`` API is installed and a span is recording; never required."""
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is None:  # not imported by the application: no span can be active
-        return None
-    try:
-        context = trace.get_current_span().get_span_context()
-        if not context.is_valid:
-            return None
-        return (
-            f"{context.trace_id:032x}",
-            f"{context.span_id:016x}",
-            int(context.trace_flags),
-        )
-    except Exception:  # a broken or unexpected OpenTelemetry: no ids rather than no line
-        return None
 
 
 @dataclass(slots=True)
@@ -187,7 +167,7 @@ def format_stacktrace(chain: Sequence[ExceptionSnapshot]) -> str:
         if parent is not None:
             lines.append(
                 "\nThe above exception was the direct cause of the following exception:\n\n"
-                if snapshot.source == "__cause__"
+                if snapshot.source == "cause"
                 else "\nDuring handling of the above exception, another exception occurred:\n\n"
             )
         blocks.append("".join(lines))

@@ -29,14 +29,16 @@ from .entries import (
     Router,
     Where,
     exception_of,
+    sent_synthetic,
     split_properties,
     stamped_context,
 )
 from .error_tracking import mark_captured, snapshot_exception
 from .levels import parse_level
-from .otlp import trace_context
 from .reentry import in_finaliser, this_thread
 from .serialisation import as_text
+from .steps import DEFAULT_MAX_STEPS
+from .tracing import trace_context
 
 __all__ = ["DEFAULT_IGNORED_LOGGERS", "ContextFilter", "PostHogHandler"]
 
@@ -181,6 +183,9 @@ class PostHogHandler(logging.Handler):
         ignore_loggers: Iterable[str] | str | None = DEFAULT_IGNORED_LOGGERS,
         structlog_event_key: str = "capture",
         logs_level: int | str | None = None,
+        capture_errors_without_exception: bool = True,
+        exception_steps_level: int | str | None = None,
+        exception_steps_max: int = DEFAULT_MAX_STEPS,
         **client_options: Any,
     ) -> None:
         # Validate and build everything before Handler.__init__ registers the handler
@@ -192,6 +197,18 @@ class PostHogHandler(logging.Handler):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
         exception_level = parse_level(exception_level, "exception_level")
         logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
+        steps_level = (
+            None
+            if exception_steps_level is None
+            else parse_level(exception_steps_level, "exception_steps_level")
+        )
+        router = Router(
+            exception_level=exception_level,
+            logs_level=logs_level,
+            errors_without_exception=bool(capture_errors_without_exception),
+            steps_level=steps_level,
+            max_steps=exception_steps_max,
+        )
         ignored = _names(ignore_loggers)
         owns_client = client is None and bool(api_key or host or client_options)
         if owns_client:
@@ -200,7 +217,9 @@ class PostHogHandler(logging.Handler):
         self.event_key = event_key
         self.exception_level = exception_level
         self.logs_level = logs_level
-        self._router = Router(exception_level=exception_level, logs_level=logs_level)
+        self.capture_errors_without_exception = router.errors_without_exception
+        self.exception_steps_level = steps_level
+        self._router = router
         self._wants = self._router.wants  # asked of every record: bound once
         self._floor = self._router.floor
         self.ignore_loggers = ignored
@@ -424,10 +443,20 @@ class _RecordEntry(LogEntry):
         record: logging.LogRecord = self.message
         return record.__dict__.get("posthog_message") or _message(record)
 
+    def template(self) -> str:
+        return as_text(self.message.msg)
+
     def where(self) -> Where:
         record: logging.LogRecord = self.message
         code = (record.pathname, record.lineno, record.funcName)
         return code, (record.thread, record.threadName), _trace_of(record.__dict__)
+
+    def origin(self) -> tuple[str, int, str] | None:
+        record: logging.LogRecord = self.message
+        return record.pathname, record.lineno, record.funcName
+
+    def trace(self) -> tuple[str, str, int] | None:
+        return _trace_of(self.message.__dict__)
 
 
 class _WrappedEntry(_RecordEntry):
@@ -438,6 +467,12 @@ class _WrappedEntry(_RecordEntry):
     def text(self) -> str:
         entry: dict[str, Any] = self.message.msg
         return as_text(entry.get("event", ""))
+
+    def template(self) -> str:
+        return self.text()
+
+    def sent_as_synthetic(self) -> bool:
+        return self.message.msg is sent_synthetic.entry
 
 
 def _trace_of(d: dict[str, Any]) -> tuple[str, str, int] | None:

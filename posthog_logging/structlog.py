@@ -26,8 +26,10 @@ Importing this module needs structlog (``pip install 'posthog-logging[structlog]
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
+import types
 from typing import Any
 
 try:
@@ -49,12 +51,14 @@ from .entries import (
     Router,
     Where,
     exception_of,
+    sent_synthetic,
     split_properties,
     stamped_context,
 )
 from .levels import NEVER, entry_level, parse_level
-from .otlp import trace_context
 from .serialisation import as_text
+from .steps import DEFAULT_MAX_STEPS
+from .tracing import trace_context
 
 __all__ = ["PostHogProcessor", "merge_posthog_context"]
 
@@ -104,13 +108,16 @@ class PostHogProcessor:
 
     __slots__ = (
         "_client",
-        "_logs_threshold",
+        "_errors_level",
         "_not_properties",
         "_route",
         "_router",
+        "_threshold",
         "_wants",
+        "capture_errors_without_exception",
         "event_key",
         "exception_level",
+        "exception_steps_level",
         "logs_level",
     )
 
@@ -121,6 +128,9 @@ class PostHogProcessor:
         event_key: str = "capture",
         exception_level: int | str = "error",
         logs_level: int | str | None = None,
+        capture_errors_without_exception: bool = True,
+        exception_steps_level: int | str | None = None,
+        exception_steps_max: int = DEFAULT_MAX_STEPS,
     ) -> None:
         if not isinstance(event_key, str) or not event_key:
             raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
@@ -130,10 +140,26 @@ class PostHogProcessor:
         self.event_key = event_key
         self.exception_level = parse_level(exception_level, "exception_level")
         self.logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
-        self._router = Router(exception_level=self.exception_level, logs_level=self.logs_level)
+        self.exception_steps_level = (
+            None
+            if exception_steps_level is None
+            else parse_level(exception_steps_level, "exception_steps_level")
+        )
+        self.capture_errors_without_exception = bool(capture_errors_without_exception)
+        self._router = Router(
+            exception_level=self.exception_level,
+            logs_level=self.logs_level,
+            errors_without_exception=self.capture_errors_without_exception,
+            steps_level=self.exception_steps_level,
+            max_steps=exception_steps_max,
+        )
         # Asked of every entry: bound once.
         self._wants, self._route = self._router.wants, self._router.route
-        self._logs_threshold = self._router.logs_threshold
+        self._threshold = self._router.threshold
+        #: At or above it, an entry without an exception is sent as a synthetic one.
+        self._errors_level = (
+            self.exception_level if self.capture_errors_without_exception else NEVER
+        )
         self._not_properties = STRUCTLOG_RESERVED | STAMPS | ROUTED_KEYS | {event_key}
 
     def __repr__(self) -> str:
@@ -148,11 +174,15 @@ class PostHogProcessor:
         try:
             marker = event_dict.pop(self.event_key, None)
             exc_info = event_dict.get("exc_info")
-            if not marker and not exc_info and self._logs_threshold == NEVER:
+            if not marker and not exc_info and self._threshold == NEVER:
                 return event_dict
             levelno = entry_level(method_name, event_dict)
             if self._wants(marker, levelno, exc_info):
                 entry = self._entry(logger, marker, levelno, exc_info, event_dict)
+                if levelno >= self._errors_level and not exc_info and not marker:
+                    # Sent here as a synthetic exception: a PostHogHandler behind
+                    # wrap_for_formatter sees this very dict and leaves it.
+                    sent_synthetic.entry = event_dict
                 self._route(self.client, entry)
         except Exception:
             with contextlib.suppress(Exception):  # even counting failed: stay silent
@@ -179,11 +209,10 @@ class PostHogProcessor:
         name = None
         if marker:
             name = marker if isinstance(marker, str) else as_text(event_dict.get("event", ""))
-        line = levelno >= self._logs_threshold  # only a line or an exception names it
         return _Entry(
             time.time(),
             levelno,
-            _logger_name(logger, event_dict) if line or exc_info else None,
+            _logger_name(logger, event_dict) if levelno >= self._threshold or exc_info else None,
             name,
             properties,
             distinct_id,
@@ -205,9 +234,32 @@ class _Entry(LogEntry):
     def text(self) -> str:
         return as_text(self.message.get("event", ""))
 
+    def template(self) -> str:
+        return self.text()
+
     def where(self) -> Where:
         thread = threading.current_thread()
         return _callsite(self.message), (thread.ident, thread.name), trace_context()
+
+    def origin(self) -> tuple[str, int, str] | None:
+        return _callsite(self.message) or _caller()
+
+
+#: Modules whose frames are structlog's or ours, between the log call and the router.
+_NOT_CALLERS = ("structlog", "posthog_logging.structlog", "posthog_logging.entries")
+
+
+def _caller() -> tuple[str, int, str] | None:
+    """The code that made the log call: the first frame outside structlog and this
+    processor (for the frame of a synthetic exception when no ``CallsiteParameterAdder``
+    said where)."""
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not any(name == m or name.startswith(m + ".") for m in _NOT_CALLERS):
+            return frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
+        frame = frame.f_back
+    return None
 
 
 def _callsite(event_dict: EventDict) -> tuple[str, int, str] | None:

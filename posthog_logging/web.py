@@ -13,7 +13,7 @@ from . import default_client
 from .client import Client
 from .contexts import identify_context, set_context_session, tag
 from .diagnostics import Warner, logger
-from .events import ExceptionInfo, pending_exception
+from .events import ExceptionInfo
 from .serialisation import DEFAULT_REDACT_KEYS, FILTERED, Redactor, as_text
 
 #: What PostHog's JavaScript SDK sends when tracing headers are on (lower-cased).
@@ -112,13 +112,12 @@ class RequestOptions:
         if not self.capture_exceptions or not isinstance(exc, Exception):
             return
         client = self.client if self.client is not None else default_client.get_client()
+        # As PostHog's SDK specification names a failure escaping a request.
         info = ExceptionInfo(
-            chain=(), mechanism_type=kind, handled=False, level="error", source=f"python.{kind}"
+            mechanism_type="middleware", handled=False, level="error", source=f"{kind}.middleware"
         )
         try:
-            pending = pending_exception(exc, info)
-            if pending is not None:
-                client.submit(pending)
+            client.submit_exception(exc, info)
         except Exception:  # never replace the application's error with ours
             logger.debug("posthog_logging: could not capture a request error", exc_info=True)
 

@@ -40,7 +40,14 @@ def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     defaults.reset()
     yield
     defaults.reset()
-    for attr, value in (("api_key", None), ("host", None), ("debug", False), ("disabled", False)):
+    for attr, value in (
+        ("api_key", None),
+        ("host", None),
+        ("debug", False),
+        ("disabled", False),
+        ("enable_exception_autocapture", False),
+        ("capture_exception_code_variables", False),
+    ):
         setattr(posthog_logging, attr, value)
     root.handlers[:] = handlers
     root.setLevel(level)

@@ -33,10 +33,14 @@ LAYERS: list[tuple[str, set[str]]] = [
             "serialisation",
             "contexts",
             "error_tracking",
+            "steps",
+            "flood_control",
+            "tracing",
+            "code_variables",
         },
     ),
     ("records", {"events", "otlp", "delivery"}),
-    ("client", {"client", "default_client"}),
+    ("client", {"client", "default_client", "uncaught"}),
     (
         "front-ends",
         {

@@ -244,7 +244,7 @@ def test_a_failing_task_is_captured_once(
     event = only(posthog_events.exceptions)
     props = event["properties"]
     assert event["distinct_id"] == "producer-user"
-    assert props["$exception_source"] == "python.celery"
+    assert props["$exception_source"] == "celery.task_failure"
     assert props["celery_task"] == FAIL
     assert props["celery_task_id"] == result.id
     assert props["plan"] == "pro"
@@ -340,7 +340,7 @@ def test_eager_failure_captured_once_with_the_callers_context(
     assert failure_logged(root_handlers, result.id)()
     event = only(posthog_events.exceptions)
     assert event["distinct_id"] == "caller"
-    assert event["properties"]["$exception_source"] == "python.celery"
+    assert event["properties"]["$exception_source"] == "celery.task_failure"
     assert event["properties"]["celery_task_id"] == result.id
     assert current_state().depth == 0
 
@@ -486,7 +486,7 @@ def test_prefork_children_flush_before_they_exit(
     event = only([e for e in events if e["event"] == "$exception"])
     props = event["properties"]
     assert event["distinct_id"] == "failing-user"
-    assert props["$exception_source"] == "python.celery"
+    assert props["$exception_source"] == "celery.task_failure"
     assert props["celery_task"] == _celery_app.FAIL
     assert props["celery_task_id"] == failed_id
     assert props["plan"] == "pro"

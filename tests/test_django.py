@@ -192,7 +192,7 @@ def test_view_exception_captured_once_with_the_request_context(
     event = only(posthog_events.exceptions)
     props = event["properties"]
     assert event["distinct_id"] == "user-9"
-    assert props["$exception_source"] == "python.django"
+    assert props["$exception_source"] == "django.middleware"
     assert props["$session_id"] == "session-9"
     assert props["$request_path"] == "/boom"
     assert props["$request_method"] == "GET"
@@ -264,7 +264,7 @@ def test_streaming_response_error_captured_once(
         b"".join(response.streaming_content)
     event = only(posthog_events.exceptions)
     assert event["distinct_id"] == "streamer"
-    assert event["properties"]["$exception_source"] == "python.django"
+    assert event["properties"]["$exception_source"] == "django.middleware"
     assert event["properties"]["$request_path"] == "/stream-boom"
 
 
@@ -336,7 +336,7 @@ def test_sync_view_in_the_async_stack(posthog_events: CapturedEvents) -> None:
     posthog_events.assert_captured("hello_viewed", distinct_id="mixed-user", count=1)
     event = only(posthog_events.exceptions)
     assert event["distinct_id"] == "mixed-user"
-    assert event["properties"]["$exception_source"] == "python.django"
+    assert event["properties"]["$exception_source"] == "django.middleware"
     assert event["properties"]["$request_path"] == "/boom"
 
 
@@ -380,7 +380,7 @@ def test_async_view_exception_captured_once(
     assert [r for r in root_handlers.records if r.name == "django.request" and r.exc_info]
     event = only(posthog_events.exceptions)
     assert event["distinct_id"] == "a-user"
-    assert event["properties"]["$exception_source"] == "python.django"
+    assert event["properties"]["$exception_source"] == "django.middleware"
     assert event["properties"]["$request_path"] == "/async/boom"
 
 
@@ -467,4 +467,4 @@ class TestThroughTheLocalServer:
             i = int(error["distinct_id"].removeprefix("e2e-"))
             assert error["properties"]["$session_id"] == f"s-{i}"
             assert error["properties"]["$request_path"] == "/async/boom"
-            assert error["properties"]["$exception_source"] == "python.django"
+            assert error["properties"]["$exception_source"] == "django.middleware"

@@ -372,7 +372,8 @@ class TestStacktrace:
 
 class TestChains:
     def test_explicit_cause(self) -> None:
-        """``raise B from A`` gives [B, A], A's source ``__cause__`` and parent B."""
+        """``raise B from A`` gives [B, A]: A is ``chained`` to its parent B, by ``cause``,
+        with no ``handled`` of its own (PostHog's SDK specification)."""
         try:
             try:
                 raise_value_error("root cause")
@@ -384,7 +385,10 @@ class TestChains:
         assert [e["value"] for e in entries] == ["outer", "root cause"]
         outer, root = (e["mechanism"] for e in entries)
         assert "parent_id" not in outer
-        assert root["source"] == "__cause__"
+        assert root["source"] == "cause"
+        assert root["type"] == "chained"
+        assert "handled" not in root
+        assert outer["handled"] is True
         assert root["parent_id"] == outer["exception_id"]
         assert root["exception_id"] != outer["exception_id"]
         assert entries[1]["stacktrace"]["frames"][-1]["function"] == "raise_value_error"
@@ -399,7 +403,7 @@ class TestChains:
         except KeyError as exc:
             entries = exception_list(exc)
         assert [e["type"] for e in entries] == ["KeyError", "ValueError"]
-        assert entries[1]["mechanism"]["source"] == "__context__"
+        assert entries[1]["mechanism"]["source"] == "context"
         assert entries[1]["mechanism"]["parent_id"] == entries[0]["mechanism"]["exception_id"]
 
     def test_cause_wins_over_context(self) -> None:
@@ -412,7 +416,7 @@ class TestChains:
         except KeyError as exc:
             entries = exception_list(exc)
         assert [e["type"] for e in entries] == ["KeyError", "TypeError"]
-        assert entries[1]["mechanism"]["source"] == "__cause__"
+        assert entries[1]["mechanism"]["source"] == "cause"
 
     def test_from_none(self) -> None:
         """``raise ... from None`` sends only the outer exception."""
@@ -464,7 +468,7 @@ class TestChains:
 
     @needs_groups
     def test_exception_group(self) -> None:
-        """A group comes first, flagged, and each sub-exception names its index and parent."""
+        """A group comes first, flagged, then each member, in order, naming its parent."""
         try:
             raise ExcGroup("g", [ValueError("v"), TypeError("t")])
         except Exception as exc:
@@ -473,8 +477,7 @@ class TestChains:
         group, first, second = (e["mechanism"] for e in entries)
         assert group["is_exception_group"] is True
         assert "parent_id" not in group
-        assert first["source"] == "exceptions[0]"
-        assert second["source"] == "exceptions[1]"
+        assert first["source"] == second["source"] == "member"
         assert first["parent_id"] == group["exception_id"]
         assert second["parent_id"] == group["exception_id"]
         assert "is_exception_group" not in first
@@ -494,10 +497,11 @@ class TestChains:
         inner_mech = next(
             e["mechanism"] for e in entries[1:] if e["mechanism"].get("is_exception_group")
         )
-        assert inner_mech["source"] == "exceptions[0]"
+        assert inner_mech["source"] == "member"
         assert by_value["'k'"]["parent_id"] == inner_mech["exception_id"]
-        assert by_value["'k'"]["source"] == "exceptions[0]"
-        assert by_value["v"]["source"] == "exceptions[1]"
+        assert by_value["'k'"]["source"] == "member"
+        assert by_value["v"]["source"] == "member"
+        assert by_value["v"]["parent_id"] == entries[0]["mechanism"]["exception_id"]
 
 
 # -- capture_exception, end to end -----------------------------------------------------------
@@ -574,7 +578,7 @@ class TestCaptureException:
         props = exception_properties(server, client)
         entries = props["$exception_list"]
         assert [e["type"] for e in entries] == ["CustomError", "ValueError"]
-        assert entries[1]["mechanism"]["source"] == "__cause__"
+        assert entries[1]["mechanism"]["source"] == "cause"
         assert entries[1]["mechanism"]["parent_id"] == entries[0]["mechanism"]["exception_id"]
 
     @needs_groups
@@ -588,11 +592,7 @@ class TestCaptureException:
         entries = props["$exception_list"]
         assert [e["type"] for e in entries] == ["ExceptionGroup", "ValueError", "TypeError"]
         assert entries[0]["mechanism"]["is_exception_group"] is True
-        assert [e["mechanism"].get("source") for e in entries] == [
-            None,
-            "exceptions[0]",
-            "exceptions[1]",
-        ]
+        assert [e["mechanism"].get("source") for e in entries] == [None, "member", "member"]
 
     def test_cyclic_chain_arrives(self, client: Client, server: LocalServer) -> None:
         """An exception with a cyclic chain is captured and sent without hanging."""

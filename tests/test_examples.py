@@ -157,7 +157,7 @@ posthog.shutdown()
         assert {e["properties"]["$session_id"] for e in events} == {"s_8"}
         [error] = server.events(event="$exception")
         assert error["properties"]["$request_path"] == "/boom"
-        assert error["properties"]["$exception_source"] == "python.asgi"
+        assert error["properties"]["$exception_source"] == "asgi.middleware"
 
     def test_django_app(self, server: LocalServer) -> None:
         """django_app.py: a view's event and error carry the user and the request."""
@@ -179,7 +179,7 @@ posthog.shutdown()
         assert {e["distinct_id"] for e in events} == {"user_4"}
         [error] = server.events(event="$exception")
         assert error["properties"]["$request_path"] == "/invoices/9/pay"
-        assert error["properties"]["$exception_source"] == "python.django"
+        assert error["properties"]["$exception_source"] == "django.middleware"
 
     def test_celery_app(self, server: LocalServer) -> None:
         """celery_app.py: the task's event and failure carry the caller's person and tags."""

@@ -265,9 +265,11 @@ class TestMarkedRecords:
         assert "track" not in event["properties"]
 
     def test_unmarked_records_send_nothing(
-        self, logger: logging.Logger, client: Client, server: LocalServer
+        self, attach: Callable[..., logging.Logger], client: Client, server: LocalServer
     ) -> None:
-        """Records that are neither marked nor exceptions are not sent."""
+        """With ``capture_errors_without_exception=False``, records that are neither
+        marked nor carry an exception are not sent, errors included."""
+        logger = attach(PostHogHandler(client=client, capture_errors_without_exception=False))
         logger.debug("debug")
         logger.info("info with extras", extra={"page": "/"})
         logger.warning("warning")
@@ -1082,12 +1084,23 @@ class TestNeverRaises:
         client: Client,
         server: LocalServer,
     ) -> None:
-        """``exc_info=True`` outside an ``except`` block is harmless."""
+        """``exc_info=True`` outside an ``except`` block is harmless: with no exception to
+        send, the records are errors logged without one (sent as synthetic exceptions by
+        default, nothing when that is off)."""
         logger = attach(PostHogHandler(client=client))
         logger.error("nothing to report", exc_info=True)
         logger.exception("nothing either")
+        quiet = attach(PostHogHandler(client=client, capture_errors_without_exception=False))
+        quiet.exception("nothing at all")
 
-        assert events_before_sentinel(logger, client, server) == []
+        found = events_before_sentinel(logger, client, server)
+        assert sorted(e["properties"]["log_message"] for e in found) == [
+            "nothing either",
+            "nothing to report",
+        ]
+        for event in found:
+            [entry] = event["properties"]["$exception_list"]
+            assert entry["mechanism"]["synthetic"] is True
 
     def test_unprintable_message_does_not_raise(
         self,
@@ -1211,7 +1224,7 @@ class TestCheapPath:
 
         records = [
             log.makeRecord(log.name, logging.INFO, __file__, 1, "plain", (), None),
-            log.makeRecord(log.name, logging.ERROR, __file__, 1, "no exc", (), None),
+            log.makeRecord(log.name, logging.WARNING, __file__, 1, "no exc", (), None),
             log.makeRecord(
                 log.name, logging.INFO, __file__, 1, "falsy", (), None, extra={"event": False}
             ),
@@ -1251,7 +1264,7 @@ class TestCheapPath:
 
         for _ in range(100):
             log.info("plain %s", "message", extra={"page": "/"})
-            log.error("no exception")
+            log.warning("no exception")
 
         assert handler.emitted == 0
         assert lock.taken == 0

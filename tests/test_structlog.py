@@ -136,13 +136,16 @@ class TestMarkedEntries:
     def test_unmarked_or_falsy_marked_entries_send_nothing(
         self, posthog_events: CapturedEvents, marker: Any
     ) -> None:
-        """Entries without the marker, or with a falsy one, send nothing but still render."""
+        """Entries without the marker, or with a falsy one, send no event but still
+        render (an error without an exception is only a synthetic ``$exception``)."""
         cap = configure_capture([PostHogProcessor()])
         log = structlog.get_logger()
         log.info("cache warmed", size=3)
         log.info("not an event", capture=marker)
         log.error("an error without an exception")
-        assert posthog_events.events == []
+        assert posthog_events.names == ["$exception"]
+        [entry] = posthog_events.exceptions[0]["properties"]["$exception_list"]
+        assert entry["mechanism"]["synthetic"] is True
         assert [e["event"] for e in cap.entries] == [
             "cache warmed",
             "not an event",
@@ -173,7 +176,8 @@ class TestMarkedEntries:
             assert returned is entry
             assert "capture" not in returned
             assert returned["event"] in ("page_viewed", "plain", "failed")
-        assert sorted(posthog_events.names) == ["$exception", "page_viewed"]
+        # "plain" is an error without an exception: a synthetic one
+        assert sorted(posthog_events.names) == ["$exception", "$exception", "page_viewed"]
 
     def test_custom_event_key(self, posthog_events: CapturedEvents) -> None:
         """With event_key="track", track=True marks the entry and capture=True does not."""
@@ -441,11 +445,16 @@ class TestExceptions:
     def test_exc_info_true_outside_an_except_block_sends_nothing(
         self, posthog_events: CapturedEvents
     ) -> None:
-        """exc_info=True with no exception being handled sends nothing and still renders."""
-        cap = configure_capture([PostHogProcessor()])
+        """exc_info=True with no exception being handled still renders; the entry is an
+        error without an exception (a synthetic one, or nothing when that is off)."""
+        cap = configure_capture([PostHogProcessor(capture_errors_without_exception=False)])
         structlog.get_logger().error("nothing to report", exc_info=True)
         assert posthog_events.events == []
         assert len(cap.entries) == 1
+        configure_capture([PostHogProcessor()])
+        structlog.get_logger().error("nothing to report", exc_info=True)
+        [entry] = posthog_events.exceptions[0]["properties"]["$exception_list"]
+        assert entry["mechanism"]["synthetic"] is True
 
     def test_below_exception_level_sends_no_exception(self, posthog_events: CapturedEvents) -> None:
         """log.warning(..., exc_info=True) with the default level sends no $exception."""
@@ -539,7 +548,8 @@ class TestExceptions:
     def test_processor_after_formatting_captures_no_exception(
         self, posthog_events: CapturedEvents, formatter: Processor
     ) -> None:
-        """After format_exc_info / dict_tracebacks (documented limitation): no $exception."""
+        """After format_exc_info / dict_tracebacks (documented limitation): the traceback
+        is gone, so the error is sent as one logged without an exception."""
         out = configure_json([formatter, PostHogProcessor()])
         log = structlog.get_logger()
         try:
@@ -547,7 +557,10 @@ class TestExceptions:
         except ValueError:
             log.exception("boom")
         log.info("sentinel", capture=True)
-        assert posthog_events.names == ["sentinel"]
+        assert posthog_events.names == ["$exception", "sentinel"]
+        [entry] = posthog_events.exceptions[0]["properties"]["$exception_list"]
+        assert entry["mechanism"]["synthetic"] is True
+        assert entry["value"] == "boom"
         lines = rendered(out)
         assert [line["event"] for line in lines] == ["boom", "sentinel"]
         assert "too late" in json.dumps(lines[0]["exception"])
@@ -708,7 +721,13 @@ class TestNeverRaises:
         assert "named_by_unprintable" in posthog_events.names
         assert "odd_routing" in posthog_events.names
         assert "cyclic_properties" in posthog_events.names
-        assert posthog_events.exceptions == []
+        # exc_info that holds no exception: errors logged without one
+        assert {e["properties"]["log_message"] for e in posthog_events.exceptions} == {
+            "weird exc_info",
+            "string exc_info",
+        }
+        for event in posthog_events.exceptions:
+            assert event["properties"]["$exception_list"][0]["mechanism"]["synthetic"] is True
 
     def test_exception_with_unprintable_message_never_raises(
         self, posthog_events: CapturedEvents

@@ -349,10 +349,10 @@ class TestWSGIErrors:
         assert props["$session_id"] == "s"
         assert props["$request_path"] == "/explode"
         assert props["$current_url"] == f"{base}/explode?x=1"
-        assert props["$exception_source"] == "python.wsgi"
+        assert props["$exception_source"] == "wsgi.middleware"
         [exc] = props["$exception_list"]
         assert (exc["type"], exc["value"]) == ("RuntimeError", "raw app failed")
-        assert exc["mechanism"]["type"] == "wsgi"
+        assert exc["mechanism"]["type"] == "middleware"
         assert exc["mechanism"]["handled"] is False
 
     def test_flask_view_error_is_sent_once_through_logging(
@@ -612,10 +612,10 @@ class TestASGIErrorsAndStreaming:
         props = event["properties"]
         assert event["distinct_id"] == "asgi-err"
         assert props["$request_path"] == "/fail"
-        assert props["$exception_source"] == "python.asgi"
+        assert props["$exception_source"] == "asgi.middleware"
         [exc] = props["$exception_list"]
         assert (exc["type"], exc["value"]) == ("RuntimeError", "the route failed")
-        assert exc["mechanism"]["type"] == "asgi"
+        assert exc["mechanism"]["type"] == "middleware"
 
     def test_streaming_response_chunks_carry_identity(
         self, client: Client, server: LocalServer, logger: logging.Logger
