@@ -254,6 +254,7 @@ class Client:
             uuid,
             groups,
             None,
+            trace_context(),
         )
         return uuid if self.submit(pending) else None
 

@@ -4,7 +4,8 @@ Built lazily, on first use, from (in order of precedence) ``configure(...)``, th
 module attributes users set (``posthog_logging.api_key = ...``, ``host``, ``debug``,
 ``disabled``, ``enable_exception_autocapture``, ``capture_exception_code_variables``),
 then the environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``). Changing ``api_key``,
-``host`` or one of the two switches later builds a new client for the events that follow.
+``host`` or ``capture_exception_code_variables`` later builds a new client for the events
+that follow.
 
 ``enable_exception_autocapture`` takes effect when it is set (:func:`autocapture_set`):
 a script that crashes before it sends anything else still reports the crash.
@@ -26,7 +27,7 @@ from .events import ExceptionInfo
 _lock = threading.RLock()
 _configured: Client | None = None
 _lazy: Client | None = None
-_lazy_key: tuple[Any, Any, bool, bool] | None = None
+_lazy_key: tuple[Any, Any, bool] | None = None
 
 
 def _package() -> Any:
@@ -40,23 +41,19 @@ def get_client() -> Client:
     if client is not None:
         return client
     pkg = _package()
-    key = (
-        pkg.api_key,
-        pkg.host,
-        bool(pkg.enable_exception_autocapture),
-        bool(pkg.capture_exception_code_variables),
-    )
+    key = (pkg.api_key, pkg.host, bool(pkg.capture_exception_code_variables))
     client = _lazy
     if client is None or key != _lazy_key:
         with _lock:
             if _lazy is None or key != _lazy_key:
                 old = _lazy
+                # Not enable_exception_autocapture: the module attribute installs the
+                # hooks itself (autocapture_set), for whichever default client is current.
                 _lazy = Client(
                     api_key=pkg.api_key,
                     host=pkg.host,
                     debug=bool(pkg.debug),
-                    enable_exception_autocapture=key[2],
-                    capture_exception_code_variables=key[3],
+                    capture_exception_code_variables=key[2],
                 )
                 _lazy_key = key
                 if old is not None:  # send what it holds, without blocking this caller

@@ -45,6 +45,43 @@ function summary(event) {
     .join(", ");
 }
 
+// What a frame's code_variables hold in place of a value that was not sent.
+const MASKED = {
+  "$$_posthog_redacted_based_on_masking_rules_$$": "[masked]",
+  "$$_posthog_value_too_long_$$": "[too long]",
+};
+const LEVEL_CLASSES = {
+  fatal: "sev-error", critical: "sev-error", error: "sev-error", warning: "sev-warn", warn: "sev-warn",
+};
+// The keys of an exception step that are shown in their own columns.
+const STEP_KEYS = ["$timestamp", "$level", "$logger", "$message"];
+
+function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+function asText(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function levelClass(level) {
+  const name = String(level ?? "").toLowerCase();
+  return Object.hasOwn(LEVEL_CLASSES, name) ? LEVEL_CLASSES[name] : "";
+}
+
+function renderVariables(variables) {
+  const table = el("table", null, "vars");
+  for (const [name, value] of Object.entries(variables)) {
+    const masked = typeof value === "string" && Object.hasOwn(MASKED, value);
+    const cell = el("td", masked ? MASKED[value] : asText(value), masked ? "var-value mono masked" : "var-value mono");
+    if (masked) cell.title = value;
+    const row = el("tr");
+    row.append(el("td", name, "var-name mono"), cell);
+    table.append(row);
+  }
+  return table;
+}
+
 function renderFrame(frame) {
   const box = el("div", null, frame.in_app ? "frame in-app" : "frame");
   box.append(el("div", `${frame.function || "?"}  ${frame.filename || frame.abs_path || "?"}:${frame.lineno ?? "?"}`, "where mono"));
@@ -55,16 +92,63 @@ function renderFrame(frame) {
     for (const line of frame.post_context || []) code.append(el("span", `${line}\n`));
     box.append(code);
   }
+  if (isObject(frame.code_variables) && Object.keys(frame.code_variables).length) {
+    box.append(renderVariables(frame.code_variables));
+  }
   return box;
 }
 
-function renderException(entry) {
+// How it was caught, for the first exception; what it hangs off, for a chained one.
+function mechanismText(mechanism) {
+  const chained = mechanism.type === "chained"
+    || (mechanism.parent_id !== undefined && mechanism.parent_id !== null);
+  let shown = chained
+    ? `chained (${mechanism.source ?? "?"}) of #${mechanism.parent_id ?? "?"}`
+    : `mechanism: ${mechanism.type}`;
+  if (!chained && mechanism.handled !== undefined && mechanism.handled !== null) {
+    shown += ` · handled: ${mechanism.handled}`;
+  }
+  if (mechanism.synthetic === true) shown += " · synthetic";
+  if (mechanism.is_exception_group === true) shown += " · exception group";
+  return shown;
+}
+
+function renderException(entry, many) {
   const box = el("section", null, "exc");
+  const mechanism = isObject(entry.mechanism) ? entry.mechanism : {};
+  if (many) box.append(el("span", `#${mechanism.exception_id ?? "?"}`, "exc-id mono"));
   box.append(el("h3", `${entry.type}: ${entry.value}`));
-  const mechanism = entry.mechanism || {};
-  box.append(el("div", `mechanism: ${mechanism.type} · handled: ${mechanism.handled}`, "mechanism"));
+  box.append(el("div", mechanismText(mechanism), "mechanism"));
   const frames = (entry.stacktrace && entry.stacktrace.frames) || [];
-  for (const frame of frames) box.append(renderFrame(frame));
+  for (const frame of frames) box.append(renderFrame(isObject(frame) ? frame : {}));
+  return box;
+}
+
+function renderSteps(steps) {
+  const box = el("section", null, "steps");
+  box.append(el("h4", "Steps before the error"));
+  const list = el("ol");
+  for (const item of steps) {
+    const step = isObject(item) ? item : { $message: item };
+    const row = el("li", null, `step ${levelClass(step.$level)}`.trim());
+    const stamp = step.$timestamp;
+    const time = el("span", utc(new Date(stamp)).slice(11) || String(stamp ?? ""), "step-time mono");
+    if (stamp !== undefined) time.title = String(stamp);
+    row.append(
+      time,
+      el("span", step.$level ?? "", "step-level"),
+      el("span", step.$logger ?? "", "step-logger mono"),
+      el("span", asText(step.$message ?? ""), "step-message"),
+    );
+    const others = Object.keys(step)
+      .filter((key) => !STEP_KEYS.includes(key))
+      .sort()
+      .map((key) => `${key}=${JSON.stringify(step[key])}`)
+      .join(", ");
+    if (others) row.append(el("span", others, "step-props mono"));
+    list.append(row);
+  }
+  box.append(list);
   return box;
 }
 
@@ -74,9 +158,16 @@ function renderDetails(event) {
   const props = Object.assign({}, event.properties || {});
   const list = props["$exception_list"];
   delete props["$exception_list"];
-  if (Array.isArray(list)) {
-    for (const entry of list) cell.append(renderException(entry || {}));
+  const steps = props["$exception_steps"];
+  if (Array.isArray(steps)) delete props["$exception_steps"];
+  const how = [props["$exception_level"]].filter((part) => part !== undefined && part !== null && part !== "");
+  if (how.length) {
+    cell.append(el("div", how.map(String).join(" · "), `exc-level ${levelClass(props["$exception_level"])}`.trim()));
   }
+  if (Array.isArray(list)) {
+    for (const entry of list) cell.append(renderException(isObject(entry) ? entry : {}, list.length > 1));
+  }
+  if (Array.isArray(steps) && steps.length) cell.append(renderSteps(steps));
   const session = props["$session_id"];
   if (session) {
     const related = el("p", "Same session: ", "related");
@@ -85,6 +176,9 @@ function renderDetails(event) {
     link.addEventListener("click", (e) => { e.preventDefault(); setFilter("session_id", session); });
     related.append(link);
     cell.append(related);
+  }
+  if (props["$trace_id"]) {
+    cell.append(el("div", `trace ${props["$trace_id"]} · span ${props["$span_id"] ?? "?"}`, "mono trace"));
   }
   cell.append(el("div", `uuid ${event.uuid} · timestamp ${event.timestamp}`, "mono"));
   cell.append(el("pre", JSON.stringify(props, null, 2), "properties"));
