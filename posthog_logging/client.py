@@ -39,6 +39,7 @@ from .error_tracking import (
     snapshot_exception,
 )
 from .events import DroppedEvent, EventBuilder, ExceptionInfo, PendingEvent, choose_distinct_id
+from .flags import parse_flag
 from .flood_control import (
     DEFAULT_BUCKET_SIZE,
     DEFAULT_REFILL_INTERVAL,
@@ -119,6 +120,18 @@ class Client:
                 raise TypeError(f"{name} must be callable or None, got {hook!r}")
         if super_properties is not None and not isinstance(super_properties, Mapping):
             raise TypeError("super_properties must be a mapping")
+        autocapture = parse_flag(enable_exception_autocapture, "enable_exception_autocapture")
+        take_locals = parse_flag(
+            capture_exception_code_variables, "capture_exception_code_variables"
+        )
+        flood = None
+        if parse_flag(exception_rate_limit, "exception_rate_limit"):
+            flood = ExceptionRateLimiter(
+                exception_bucket_size, exception_refill_rate, exception_refill_interval
+            )
+        in_app = InAppRules(
+            _names("in_app_include", in_app_include), _names("in_app_exclude", in_app_exclude)
+        )
 
         # A key of only whitespace is no key (as in the official SDK), and so is sent never.
         api_key = (
@@ -163,9 +176,7 @@ class Client:
             sync_mode=sync_mode,
         )
         redactor = Redactor(redact_keys)
-        self._in_app = InAppRules(
-            _names("in_app_include", in_app_include), _names("in_app_exclude", in_app_exclude)
-        )
+        self._in_app = in_app
         self._builder = EventBuilder(
             super_properties=super_properties,
             redactor=redactor,
@@ -175,7 +186,7 @@ class Client:
         )
         #: How an exception's locals are taken (None: they are not).
         self._variables: VariableRules | None = None
-        if capture_exception_code_variables:
+        if take_locals:
             self._variables = VariableRules(
                 mask_patterns=_names("code_variables_mask_patterns", code_variables_mask_patterns)
                 if code_variables_mask_patterns is not None
@@ -187,11 +198,7 @@ class Client:
                 else DEFAULT_IGNORE_PATTERNS,
                 redactor=redactor,
             )
-        self._flood: ExceptionRateLimiter | None = None
-        if exception_rate_limit:
-            self._flood = ExceptionRateLimiter(
-                exception_bucket_size, exception_refill_rate, exception_refill_interval
-            )
+        self._flood: ExceptionRateLimiter | None = flood
         self._log_builder = LogBuilder(redactor, on_collision=self._property_collision)
         if debug:
             logger.setLevel(logging.DEBUG)
@@ -204,7 +211,7 @@ class Client:
                 "nothing will be sent"
             )
         lifecycle.register(self._sender)
-        self.enable_exception_autocapture = bool(enable_exception_autocapture)
+        self.enable_exception_autocapture = autocapture
         if self.enable_exception_autocapture:
             uncaught.install(self)
 
@@ -384,14 +391,14 @@ class Client:
                 return None
             key = exception_key(exception)
         elif info.chain:
-            key = info.fingerprint or chain_key(info.chain)
+            key = chain_key(info.chain)
         else:
             return None
         if self._flood is not None and not self._flood.allow(key):
             self.count_drop(
                 "exception_rate_limited",
-                f"exception {key.partition('@')[0]} was captured more often than the flood "
-                "limit allows (exception_bucket_size, exception_refill_rate); dropped",
+                f"exceptions like {key} come more often than the flood limit lets through "
+                "(exception_bucket_size, exception_refill_rate); the rest are dropped",
             )
             return None
         if exception is not None:

@@ -276,12 +276,16 @@ def exception_key(exc: BaseException) -> str:
 
 
 def chain_key(chain: tuple[ExceptionSnapshot, ...]) -> str:
-    """:func:`exception_key` of a snapshot's first exception."""
+    """:func:`exception_key` of a snapshot's first exception. For a synthetic one, the
+    line that logged it: an f-string message makes a new "type" at every call, but it is
+    still the same error."""
     first = chain[0]
     where = ""
     if first.frames:
         last = first.frames[-1]
         where = f"{last.abs_path}:{last.lineno}"
+    if first.synthetic and where:
+        return f"logged@{where}"
     return f"{first.module or 'builtins'}.{first.type}@{where}"
 
 

@@ -204,7 +204,10 @@ class EventBuilder:
             properties.update(self._safe(context.tags))
         if context.session_id:
             properties["$session_id"] = context.session_id
-        if pending.trace is not None:
+        given = pending.properties
+        if pending.trace is not None and not (
+            given and ("$trace_id" in given or "$span_id" in given)
+        ):  # ids given with the call replace the span's, both of them
             properties["$trace_id"], properties["$span_id"], _ = pending.trace
         exception = pending.exception
         if exception is not None:
@@ -273,10 +276,10 @@ class EventBuilder:
                 item["$logger"] = step.logger
             out.append(item)
             sizes.append(len(dumps(item)))
-        total = sum(sizes)
+        total = sum(sizes) + len(out) + 1  # the list's brackets and commas too
         first = 0
         while total > DEFAULT_MAX_BYTES and first < len(out):
-            total -= sizes[first]
+            total -= sizes[first] + 1
             first += 1
         return out[first:]
 

@@ -18,6 +18,7 @@ bucket may each take its last token. Log lines are not limited.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 __all__ = [
@@ -31,8 +32,10 @@ DEFAULT_BUCKET_SIZE = 50
 DEFAULT_REFILL_RATE = 10.0
 DEFAULT_REFILL_INTERVAL = 10.0
 
-#: Fingerprints remembered at most; past that, the buckets that have refilled are
-#: forgotten first (they hold nothing a new one would not).
+#: Fingerprints remembered at most. Past that, the buckets that have refilled go first
+#: (they hold nothing a new one would not), then those used least recently: a flood in
+#: progress uses its bucket all the time, so many other kinds of error cannot push it out
+#: and start it over.
 MAX_KEYS = 1000
 
 
@@ -75,18 +78,20 @@ class ExceptionRateLimiter:
         if refills > 0:
             tokens = min(self.bucket_size, tokens + refills * self.refill_rate)
             since += refills * self.refill_interval  # the part of an interval carries over
-        if tokens >= 1:
-            bucket[0], bucket[1] = tokens - 1, since
-            return True
-        bucket[0], bucket[1] = tokens, since
-        return False
+        allowed = tokens >= 1
+        bucket[0], bucket[1] = tokens - 1 if allowed else tokens, since
+        with contextlib.suppress(KeyError):  # most recently used last (see MAX_KEYS)
+            self._buckets[key] = self._buckets.pop(key)
+        return allowed
 
     def _forget_refilled(self, now: float) -> None:
-        """Make room: drop buckets that would be full again, else the oldest half."""
+        """Make room: forget the buckets that would be full again, and if that is not
+        half of them, the half used least recently."""
         buckets = self._buckets
         full_after = (self.bucket_size / self.refill_rate) * self.refill_interval
-        stale = [k for k, (_, since) in list(buckets.items()) if now - since >= full_after]
-        if len(stale) < len(buckets) // 2:
-            stale = list(buckets)[: len(buckets) // 2]
+        items = list(buckets.items())  # least recently used first
+        stale = [key for key, (_, since) in items if now - since >= full_after]
+        if len(stale) < len(items) // 2:
+            stale = [key for key, _ in items[: len(items) // 2]]
         for key in stale:
             buckets.pop(key, None)

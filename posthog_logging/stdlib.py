@@ -34,6 +34,7 @@ from .entries import (
     stamped_context,
 )
 from .error_tracking import mark_captured, snapshot_exception
+from .flags import parse_flag
 from .levels import parse_level
 from .reentry import in_finaliser, this_thread
 from .serialisation import as_text
@@ -205,7 +206,9 @@ class PostHogHandler(logging.Handler):
         router = Router(
             exception_level=exception_level,
             logs_level=logs_level,
-            errors_without_exception=bool(capture_errors_without_exception),
+            errors_without_exception=parse_flag(
+                capture_errors_without_exception, "capture_errors_without_exception"
+            ),
             steps_level=steps_level,
             max_steps=exception_steps_max,
         )

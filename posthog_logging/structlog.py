@@ -26,10 +26,9 @@ Importing this module needs structlog (``pip install 'posthog-logging[structlog]
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 import threading
 import time
-import types
 from typing import Any
 
 try:
@@ -55,6 +54,7 @@ from .entries import (
     split_properties,
     stamped_context,
 )
+from .flags import parse_flag
 from .levels import NEVER, entry_level, parse_level
 from .serialisation import as_text
 from .steps import DEFAULT_MAX_STEPS
@@ -145,7 +145,9 @@ class PostHogProcessor:
             if exception_steps_level is None
             else parse_level(exception_steps_level, "exception_steps_level")
         )
-        self.capture_errors_without_exception = bool(capture_errors_without_exception)
+        self.capture_errors_without_exception = parse_flag(
+            capture_errors_without_exception, "capture_errors_without_exception"
+        )
         self._router = Router(
             exception_level=self.exception_level,
             logs_level=self.logs_level,
@@ -179,7 +181,7 @@ class PostHogProcessor:
             levelno = entry_level(method_name, event_dict)
             if self._wants(marker, levelno, exc_info):
                 entry = self._entry(logger, marker, levelno, exc_info, event_dict)
-                if levelno >= self._errors_level and not exc_info and not marker:
+                if levelno >= self._errors_level and entry.exception is None and not marker:
                     # Sent here as a synthetic exception: a PostHogHandler behind
                     # wrap_for_formatter sees this very dict and leaves it.
                     sent_synthetic.entry = event_dict
@@ -245,21 +247,24 @@ class _Entry(LogEntry):
         return _callsite(self.message) or _caller()
 
 
-#: Modules whose frames are structlog's or ours, between the log call and the router.
-_NOT_CALLERS = ("structlog", "posthog_logging.structlog", "posthog_logging.entries")
+#: structlog's own way to find the code that logged: it skips its frames and ours, and
+#: knows where an async call (``await log.aerror(...)``) was made, though the processors
+#: then run on an executor's thread.
+_CALLSITE = structlog.processors.CallsiteParameterAdder(
+    {
+        structlog.processors.CallsiteParameter.PATHNAME,
+        structlog.processors.CallsiteParameter.LINENO,
+        structlog.processors.CallsiteParameter.FUNC_NAME,
+    },
+    additional_ignores=["posthog_logging"],
+)
 
 
 def _caller() -> tuple[str, int, str] | None:
-    """The code that made the log call: the first frame outside structlog and this
-    processor (for the frame of a synthetic exception when no ``CallsiteParameterAdder``
-    said where)."""
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if not any(name == m or name.startswith(m + ".") for m in _NOT_CALLERS):
-            return frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
-        frame = frame.f_back
-    return None
+    """The code that made the log call (for the frame of a synthetic exception when no
+    ``CallsiteParameterAdder`` in the chain said where)."""
+    found = _CALLSITE(logging.getLogger(), "error", {})  # it reads only the stack
+    return _callsite(found)
 
 
 def _callsite(event_dict: EventDict) -> tuple[str, int, str] | None:

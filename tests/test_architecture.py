@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "flood_control",
             "tracing",
             "code_variables",
+            "flags",
         },
     ),
     ("records", {"events", "otlp", "delivery"}),

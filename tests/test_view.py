@@ -376,18 +376,24 @@ def stored_exception(server: LocalServer, person: str, first_type: str) -> dict[
 
 
 def check_exception_details(details: WebElement, event: dict[str, Any]) -> None:
-    """The details show every exception of ``event``, with its frames and source context,
-    then the other properties as JSON."""
-    entries = event["properties"]["$exception_list"]
+    """The details show how the exception was caught (level and source), every exception
+    of ``event`` with how it was caught or what it is chained to, its frames with their
+    source context and local variables, then the other properties as JSON."""
+    properties = event["properties"]
+    how = [
+        properties[key] for key in ("$exception_level", "$exception_source") if key in properties
+    ]
+    assert [text(line) for line in details.find_elements(By.CSS_SELECTOR, ".exc-level")] == (
+        [" · ".join(how)] if how else []
+    )
+    entries = properties["$exception_list"]
     sections = details.find_elements(By.CSS_SELECTOR, "section.exc")
     assert len(sections) == len(entries)
     for section, entry in zip(sections, entries, strict=True):
         heading = section.find_element(By.TAG_NAME, "h3")
         assert text(heading) == f"{entry['type']}: {entry['value']}"
-        mechanism = entry["mechanism"]
-        assert text(section.find_element(By.CSS_SELECTOR, ".mechanism")) == (
-            f"mechanism: {mechanism['type']} · handled: {_js(mechanism['handled'])}"
-        )
+        mechanism = text(section.find_element(By.CSS_SELECTOR, ".mechanism"))
+        assert mechanism == mechanism_text(entry["mechanism"])
         frames = section.find_elements(By.CSS_SELECTOR, ".frame")
         assert len(frames) == len(entry["stacktrace"]["frames"])
         for box, frame in zip(frames, entry["stacktrace"]["frames"], strict=True):
@@ -399,15 +405,67 @@ def check_exception_details(details: WebElement, event: dict[str, Any]) -> None:
             assert text(code) == "".join(f"{line}\n" for line in lines)
             [current] = code.find_elements(By.CSS_SELECTOR, ".current")
             assert text(current) == f"{frame['context_line']}\n"
-    properties = details.find_element(By.CSS_SELECTOR, "pre.properties")
-    expected = {k: v for k, v in event["properties"].items() if k != "$exception_list"}
-    assert json.loads(text(properties)) == expected
+            expected_variables = [
+                (name, variable_text(value))
+                for name, value in frame.get("code_variables", {}).items()
+            ]
+            assert variables(box) == expected_variables
+    shown = details.find_element(By.CSS_SELECTOR, "pre.properties")
+    hidden = {"$exception_list", "$exception_steps"}  # shown above, not twice
+    expected = {k: v for k, v in properties.items() if k not in hidden}
+    assert json.loads(text(shown)) == expected
     assert f"uuid {event['uuid']}" in text(details)
 
 
-def _js(value: Any) -> str:
-    """How the page's template strings print a JSON value."""
-    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+def delivered_exception(client: Client, server: LocalServer) -> dict[str, Any]:
+    """Flush ``client`` and return the one ``$exception`` the server stored."""
+    assert client.flush(WAIT)
+    [event] = server.wait_for_events(1, timeout=WAIT, event="$exception")
+    return event
+
+
+def mechanism_text(mechanism: dict[str, Any]) -> str:
+    """How the details print an exception's mechanism: how the first one was caught, what
+    a chained one hangs off."""
+    if mechanism["type"] == "chained":
+        shown = f"chained ({mechanism['source']}) of #{mechanism['parent_id']}"
+    else:
+        shown = f"mechanism: {mechanism['type']}"
+        if "handled" in mechanism:
+            shown += f" · handled: {json.dumps(mechanism['handled'])}"
+    if mechanism.get("synthetic"):
+        shown += " · synthetic"
+    if mechanism.get("is_exception_group"):
+        shown += " · exception group"
+    return shown
+
+
+REDACTED = "$$_posthog_redacted_based_on_masking_rules_$$"
+"""What ``code_variables`` holds for a value hidden by the masking rules."""
+MASKED_TEXT = {REDACTED: "[masked]", "$$_posthog_value_too_long_$$": "[too long]"}
+"""How a frame's variables table shows a value that was not sent."""
+
+
+def variable_text(value: Any) -> str:
+    """How a frame's variables table shows a value of ``code_variables``."""
+    if isinstance(value, str):
+        return MASKED_TEXT.get(value, value)
+    return json.dumps(value)
+
+
+def variables(frame: WebElement) -> list[tuple[str, str]]:
+    """The (name, value) rows of a frame's variables table, top to bottom; none without one."""
+    tables = frame.find_elements(By.CSS_SELECTOR, "table.vars")
+    if not tables:
+        return []
+    [table] = tables
+    return [
+        (
+            text(row.find_element(By.CSS_SELECTOR, "td.var-name")),
+            text(row.find_element(By.CSS_SELECTOR, "td.var-value")),
+        )
+        for row in table.find_elements(By.TAG_NAME, "tr")
+    ]
 
 
 class CouponExpired(Exception):
@@ -420,6 +478,44 @@ COUPON_EXPIRED = f"{__name__}.CouponExpired"
 
 def apply_coupon(code: str) -> None:
     raise CouponExpired(f"coupon {code} expired yesterday")
+
+
+def reserve_seats(seats: int) -> None:
+    """Fails with two locals of its own: a count and a secret-looking one."""
+    count = 3
+    password = "x"
+    if password and seats > count:
+        raise OverflowError(f"only {count} seats left, {seats} asked")
+
+
+def save_comment(body: str) -> None:
+    comment = body.strip()
+    raise ValueError(f"comment of {len(comment)} characters rejected")
+
+
+def step_rows(details: WebElement) -> list[dict[str, str]]:
+    """The steps the details list, top to bottom: each one's columns by name."""
+    rows: list[dict[str, str]] = details.parent.execute_script(
+        """
+        return Array.from(arguments[0].querySelectorAll('section.steps li'), (item) => {
+          const part = (name) => {
+            const found = item.querySelector('.step-' + name);
+            return found ? found.textContent : null;
+          };
+          return {time: part('time'), level: part('level'), logger: part('logger'),
+                  message: part('message'), props: part('props'), classes: item.className};
+        });
+        """,
+        details,
+    )
+    return rows
+
+
+def step_time(timestamp: str) -> str:
+    """How the steps list prints a step's ``$timestamp``: its UTC time of day, to the
+    millisecond."""
+    moment = datetime.fromisoformat(timestamp).astimezone(timezone.utc)
+    return moment.strftime("%H:%M:%S.%f")[:-3]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -670,6 +766,153 @@ class TestExceptionDetails:
         check_exception_details(details, event)
         plain = details.find_elements(By.CSS_SELECTOR, ".frame:not(.in-app)")
         assert len(plain) == sum(not frame["in_app"] for frame in frames)
+
+    def test_local_variables_are_shown_under_their_frame(
+        self,
+        page: Chrome,
+        server: LocalServer,
+        make_client: Callable[..., Client],
+        attach: Callable[..., logging.Logger],
+    ) -> None:
+        """With ``capture_exception_code_variables``, each frame of the application shows
+        the values its local variables held, under its source: numbers as they are, and a
+        secret-looking one masked, in its own style."""
+        client = make_client(capture_exception_code_variables=True)
+        log = attach(PostHogHandler(client=client))
+        open_view(page, server)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_4")
+            try:
+                reserve_seats(5)
+            except OverflowError:
+                log.exception("could not reserve the seats")
+        event = delivered_exception(client, server)
+        row = find_row(page, "$exception", "user_4", "OverflowError: only 3 seats left, 5 asked")
+        details = open_details(page, row)
+        check_exception_details(details, event)
+        frame = next(
+            box
+            for box in details.find_elements(By.CSS_SELECTOR, ".frame")
+            if text(box.find_element(By.CSS_SELECTOR, ".where")).startswith("reserve_seats  ")
+        )
+        assert dict(variables(frame)) == {"seats": "5", "count": "3", "password": "[masked]"}
+        [masked] = frame.find_elements(By.CSS_SELECTOR, "td.masked")
+        assert text(masked) == "[masked]"
+        assert masked.get_attribute("title") == REDACTED
+        assert masked.value_of_css_property("font-style") == "italic"
+        plain = frame.find_element(By.CSS_SELECTOR, "td.var-value:not(.masked)")
+        assert plain.value_of_css_property("font-style") == "normal"
+        # The table comes after the frame's source, inside the frame.
+        parts = frame.find_elements(By.CSS_SELECTOR, ".where, pre.code, table.vars")
+        assert [part.tag_name for part in parts] == ["div", "pre", "table"]
+
+    def test_steps_before_the_error_are_listed_oldest_first(
+        self,
+        page: Chrome,
+        server: LocalServer,
+        make_client: Callable[..., Client],
+        attach: Callable[..., logging.Logger],
+    ) -> None:
+        """With ``exception_steps_level``, the lines logged in the context before an error
+        are listed in its details, oldest first, with time, level, logger, message and
+        their other properties, above the properties (which no longer repeat them)."""
+        client = make_client()
+        log = attach(PostHogHandler(client=client, exception_steps_level="INFO"))
+        open_view(page, server)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_5")
+            log.debug("cache warmed")  # below the steps' level: not a step
+            log.info("cart has %d items", 3)
+            log.info("coupon entered", extra={"coupon": "SPRING", "discount": 0.1})
+            log.warning("stock low for %s", "sku_9")
+            try:
+                apply_coupon("SPRING")
+            except CouponExpired:
+                log.exception("checkout failed")
+        event = delivered_exception(client, server)
+        stored = event["properties"]["$exception_steps"]
+        details = open_details(page, find_row(page, "$exception", "user_5", "CouponExpired"))
+        check_exception_details(details, event)
+        assert text(details.find_element(By.CSS_SELECTOR, "section.steps h4")) == (
+            "Steps before the error"
+        )
+        steps = step_rows(details)
+        assert [(step["level"], step["message"], step["props"]) for step in steps] == [
+            ("info", "cart has 3 items", None),
+            ("info", "coupon entered", 'coupon="SPRING", discount=0.1'),  # by name
+            ("warning", "stock low for sku_9", None),
+        ]
+        assert [step["time"] for step in steps] == [step_time(s["$timestamp"]) for s in stored]
+        assert {step["logger"] for step in steps} == {log.name}
+        assert [step["classes"] for step in steps] == ["step", "step", "step sev-warn"]
+        order = details.find_elements(By.CSS_SELECTOR, "section.exc, section.steps, pre.properties")
+        assert [part.get_attribute("class") for part in order] == ["exc", "steps", "properties"]
+        assert "· span" not in text(details)  # no span was active: no trace ids
+
+    def test_error_logged_without_an_exception_shows_where_it_was_logged(
+        self, page: Chrome, server: LocalServer, app_log: logging.Logger
+    ) -> None:
+        """An error logged without an exception shows as a synthetic one: its message
+        template and message as the heading, marked synthetic, and the logging call as its
+        one frame."""
+        open_view(page, server)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_3")
+            app_log.error("payment failed for order %s", 7)
+        [event] = server.wait_for_events(1, timeout=WAIT, event="$exception")
+        heading = "payment failed for order %s: payment failed for order 7"
+        row = find_row(page, "$exception", "user_3", heading)
+        assert text(row.find_element(By.CSS_SELECTOR, "td.summary")) == heading
+        details = open_details(page, row)
+        check_exception_details(details, event)
+        [section] = details.find_elements(By.CSS_SELECTOR, "section.exc")
+        assert text(section.find_element(By.TAG_NAME, "h3")) == heading
+        assert text(section.find_element(By.CSS_SELECTOR, ".mechanism")) == (
+            "mechanism: logger · handled: true · synthetic"
+        )
+        [frame] = section.find_elements(By.CSS_SELECTOR, ".frame")
+        where = text(frame.find_element(By.CSS_SELECTOR, ".where"))
+        function = "test_error_logged_without_an_exception_shows_where_it_was_logged"
+        assert re.fullmatch(rf"{function}  \S*test_view\.py:\d+", where)
+        current = text(frame.find_element(By.CSS_SELECTOR, ".current"))
+        assert current == '            app_log.error("payment failed for order %s", 7)\n'
+        assert text(details.find_element(By.CSS_SELECTOR, ".exc-level")) == "error · python.logging"
+        properties = json_in(details, "pre.properties")
+        assert properties["$exception_fingerprint"] == event["properties"]["$exception_fingerprint"]
+
+    def test_level_source_and_trace_are_shown(
+        self, page: Chrome, server: LocalServer, app_log: logging.Logger
+    ) -> None:
+        """An exception's details say its level and what caught it ("fatal ·
+        python.logging" for a critical record, in red) and, logged inside an OpenTelemetry
+        span, that span's trace and span ids."""
+        sdk = pytest.importorskip("opentelemetry.sdk.trace")
+        tracer = sdk.TracerProvider().get_tracer("checkout")
+        open_view(page, server)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_8")
+            with tracer.start_as_current_span("charge") as span:
+                try:
+                    apply_coupon("WINTER")
+                except CouponExpired:
+                    app_log.critical("checkout crashed", exc_info=True)
+        ids = span.get_span_context()
+        [event] = server.wait_for_events(1, timeout=WAIT, event="$exception")
+        details = open_details(page, find_row(page, "$exception", "user_8", "CouponExpired"))
+        check_exception_details(details, event)
+        level = details.find_element(By.CSS_SELECTOR, ".exc-level")
+        assert text(level) == "fatal · python.logging"
+        assert level.value_of_css_property("color") == "rgba(180, 35, 24, 1)"
+        first = details.find_element(By.CSS_SELECTOR, "section.exc")
+        assert details.parent.execute_script(
+            "return arguments[0].nextElementSibling === arguments[1]", level, first
+        ), "the level and source are not right above the exception"
+        trace = details.find_element(By.CSS_SELECTOR, "div.mono.trace")
+        assert text(trace) == f"trace {ids.trace_id:032x} · span {ids.span_id:016x}"
+        assert (event["properties"]["$trace_id"], event["properties"]["$span_id"]) == (
+            f"{ids.trace_id:032x}",
+            f"{ids.span_id:016x}",
+        )
 
 
 class TestFilters:
@@ -969,6 +1212,45 @@ class TestUntrustedData:
             assert literal in visible
         table = page.find_element(By.ID, "logs")
         for tag in ("img", "script", "b"):
+            assert table.find_elements(By.TAG_NAME, tag) == [], f"a <{tag}> element was built"
+        assert page.execute_script("return window.__pwned") is None
+
+    def test_markup_in_exception_details_is_shown_as_text(
+        self,
+        page: Chrome,
+        server: LocalServer,
+        make_client: Callable[..., Client],
+        attach: Callable[..., logging.Logger],
+    ) -> None:
+        """Markup in a local variable's value, a step's message and a step's property shows
+        as literal text in an exception's details, and never runs."""
+        client = make_client(capture_exception_code_variables=True)
+        log = attach(PostHogHandler(client=client, exception_steps_level="INFO"))
+        open_view(page, server)
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("user_6")
+            log.info("comment: %s", XSS_IMG, extra={"avatar": XSS_SCRIPT})
+            try:
+                save_comment(XSS_IMG)
+            except ValueError:
+                log.exception("could not save the comment")
+        event = delivered_exception(client, server)
+        details = open_details(page, find_row(page, "$exception", "user_6", "ValueError"))
+        check_exception_details(details, event)
+        frame = next(
+            box
+            for box in details.find_elements(By.CSS_SELECTOR, ".frame")
+            if text(box.find_element(By.CSS_SELECTOR, ".where")).startswith("save_comment  ")
+        )
+        assert dict(variables(frame)) == {"body": XSS_IMG, "comment": XSS_IMG}
+        [step] = step_rows(details)
+        assert step["message"] == f"comment: {XSS_IMG}"
+        assert step["props"] == f"avatar={json.dumps(XSS_SCRIPT)}"
+        visible = page.find_element(By.ID, "events").text
+        for literal in (f"comment: {XSS_IMG}", XSS_IMG, json.dumps(XSS_SCRIPT)):
+            assert literal in visible
+        table = page.find_element(By.ID, "events")
+        for tag in ("img", "script"):
             assert table.find_elements(By.TAG_NAME, tag) == [], f"a <{tag}> element was built"
         assert page.execute_script("return window.__pwned") is None
 

@@ -160,7 +160,7 @@ function renderDetails(event) {
   delete props["$exception_list"];
   const steps = props["$exception_steps"];
   if (Array.isArray(steps)) delete props["$exception_steps"];
-  const how = [props["$exception_level"]].filter((part) => part !== undefined && part !== null && part !== "");
+  const how = [props["$exception_level"], props["$exception_source"]].filter((part) => part !== undefined && part !== null && part !== "");
   if (how.length) {
     cell.append(el("div", how.map(String).join(" · "), `exc-level ${levelClass(props["$exception_level"])}`.trim()));
   }
