@@ -150,7 +150,9 @@ class TestServeAndEvents:
 
 class TestDemo:
     def test_demo(self, tmp_path: Path) -> None:
-        """The demo runs offline, and prints the events and exceptions that arrived."""
+        """The demo runs offline, and prints the events and exceptions that arrived: a
+        logged exception, one leaving a context, an error logged without one, and the
+        crash of a job that died of one."""
         env = dict(os.environ)
         env.pop("POSTHOG_API_KEY", None)
         result = subprocess.run(
@@ -169,20 +171,23 @@ class TestDemo:
             "checkout_completed",
             "PaymentDeclined: could not charge 49.90 EUR (+1 chained)",
             "TimeoutError: mail server did not answer",
+            "stock sync failed: the supplier feed answered 503  (logged error)",
+            "ZeroDivisionError: division by zero",
+            "nightly report job crashed with a ZeroDivisionError, exit status 1",
             "user_42",
             '"[Filtered]"',
             "4 events and log lines kept in the spool",
             "signup_completed",
             "user_7",
-            "sent 11 (of them 6 log lines), spooled 4 and sent after the restart 4, dropped 0",
+            "sent 14 (of them 8 log lines), spooled 4 and sent after the restart 4, dropped 0",
         ):
             assert expected in out
         events, _, lines = out.partition("log lines for PostHog Logs")
-        assert "what PostHog received: 7 events" in events
+        assert "what PostHog received: 9 events" in events
         assert "cart has 3 items" not in events.partition("what PostHog received")[2]
         # ...an ordinary line is not an event, but it is a line for PostHog Logs, of the
         # same person and session, as is the visit made while the server was down
-        assert "and 8 log lines for PostHog Logs" in out
+        assert "and 10 log lines for PostHog Logs" in out
         cart = next(line for line in lines.splitlines() if "cart has 3 items" in line)
         assert "INFO" in cart and "demo-shop" in cart and "user_42" in cart
         assert sum("user_7" in line for line in lines.splitlines()) == 2

@@ -852,17 +852,18 @@ class TestExceptionDetails:
     def test_error_logged_without_an_exception_shows_where_it_was_logged(
         self, page: Chrome, server: LocalServer, app_log: logging.Logger
     ) -> None:
-        """An error logged without an exception shows as a synthetic one: its message
-        template and message as the heading, marked synthetic, and the logging call as its
-        one frame."""
+        """An error logged without an exception shows as a synthetic one: its message in
+        the table ("(logged error)"), its message template and message as the heading,
+        marked synthetic, and the logging call as its one frame."""
         open_view(page, server)
         with posthog_logging.new_context():
             posthog_logging.identify_context("user_3")
             app_log.error("payment failed for order %s", 7)
         [event] = server.wait_for_events(1, timeout=WAIT, event="$exception")
         heading = "payment failed for order %s: payment failed for order 7"
-        row = find_row(page, "$exception", "user_3", heading)
-        assert text(row.find_element(By.CSS_SELECTOR, "td.summary")) == heading
+        summary = "payment failed for order 7  (logged error)"
+        row = find_row(page, "$exception", "user_3", summary)
+        assert text(row.find_element(By.CSS_SELECTOR, "td.summary")) == summary
         details = open_details(page, row)
         check_exception_details(details, event)
         [section] = details.find_elements(By.CSS_SELECTOR, "section.exc")

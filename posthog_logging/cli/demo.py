@@ -3,7 +3,9 @@
 It shows the whole path with nothing but this package: ``dictConfig`` sets up a
 console handler and a :class:`~posthog_logging.PostHogHandler`; a "checkout" runs in a
 context with identity, session and tags; marked log records become events; a logged
-exception and an exception leaving a context become ``$exception`` events; ordinary
+exception (with the local variables of its frames and the lines logged before it) and an
+exception leaving a context become ``$exception`` events; an error logged without an
+exception becomes one too; a background job that crashes reports its crash; ordinary
 log lines stay log lines, and every line also goes to PostHog Logs, linked to the same
 person and session. Then the server goes down while a second visitor shops and the
 application exits: the disk spool keeps those events, and the restarted application
@@ -15,6 +17,8 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -82,6 +86,49 @@ def shop_session(user_id: str, session_id: str) -> None:
         log.info("checkout_completed", extra={"event": True, "order_id": "ord_1001"})
 
 
+def stock_sync() -> None:
+    """A background job that reports a failure the way most code does: an error line,
+    with no exception at hand. It becomes an issue, one per message template."""
+    with new_context():
+        tag("job", "stock_sync")
+        log.info("stock sync started for %d products", 120)
+        log.error("stock sync failed: the supplier feed answered %d", 503)
+
+
+def nightly_report() -> None:
+    """A job run in a process of its own, which dies of an exception no one catches.
+
+    ``enable_exception_autocapture`` reports the crash on the way out; Python still prints
+    the traceback, and the process exits with status 1.
+    """
+    import posthog_logging
+
+    posthog_logging.api_key = os.environ["POSTHOG_LOGGING_DEMO_KEY"]
+    posthog_logging.host = os.environ["POSTHOG_LOGGING_DEMO_HOST"]
+    posthog_logging.enable_exception_autocapture = True
+    totals = {"orders": 12, "refunds": 0}
+    print(f"refund rate: {totals['refunds'] / totals['orders']:.0%}")
+    print(f"average refund: {totals['orders'] / totals['refunds']:.2f}")  # ZeroDivisionError
+
+
+def run_nightly_report(host: str) -> int:
+    """Run :func:`nightly_report` in a process of its own; its exit status."""
+    env = {
+        **os.environ,
+        "POSTHOG_LOGGING_DEMO_KEY": DEMO_API_KEY,
+        "POSTHOG_LOGGING_DEMO_HOST": host,
+    }
+    job = subprocess.run(
+        [sys.executable, "-c", "from posthog_logging.cli.demo import nightly_report as n; n()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return job.returncode
+
+
 def later_visit(user_id: str) -> None:
     """A second, shorter visit: it happens while the server is down."""
     with new_context():
@@ -126,6 +173,8 @@ def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) ->
                         "flush_interval": 0.2,
                         "spool_dir": str(spool_dir),
                         "logs_level": "INFO",  # every line to PostHog Logs as well
+                        "exception_steps_level": "INFO",  # lines before an error go with it
+                        "capture_exception_code_variables": True,  # and the frames' locals
                         "service_name": "demo-shop",
                     },
                 },
@@ -135,9 +184,12 @@ def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) ->
         print("the application logs:")
         session_id = uuid7()
         shop_session("user_42", session_id)
+        stock_sync()
 
         client = default_client.get_client()
         client.flush(10)
+        status = run_nightly_report(server.url)
+        print(f"  (the nightly report job crashed with a ZeroDivisionError, exit status {status})")
 
         print("\nthe server goes down; another visitor shops, and the application exits:")
         server.down()

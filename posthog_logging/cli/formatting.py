@@ -23,6 +23,8 @@ def _summary(event: dict[str, Any]) -> str:
     if event.get("event") == "$exception":
         exceptions = props.get("$exception_list") or [{}]
         first = exceptions[0]
+        if (first.get("mechanism") or {}).get("synthetic"):  # an error line: its message
+            return f"{first.get('value')}  (logged error)"
         text = f"{first.get('type')}: {first.get('value')}"
         if len(exceptions) > 1:
             text += f" (+{len(exceptions) - 1} chained)"

@@ -36,6 +36,8 @@ function summary(event) {
   const list = props["$exception_list"];
   if (Array.isArray(list) && list.length) {
     const first = list[0] || {};
+    // An error logged without an exception: its type is the message template.
+    if (first.mechanism && first.mechanism.synthetic) return `${first.value}  (logged error)`;
     const chained = list.length > 1 ? ` (+${list.length - 1} chained)` : "";
     return `${first.type}: ${first.value}${chained}`;
   }
