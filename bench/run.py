@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -51,9 +52,12 @@ Run = dict[str, Any]
 # -- running the cases ---------------------------------------------------------------------
 
 
-def run_case(case: Case, calls: int) -> Run:
+def run_case(case: Case, calls: int, tree: Path | None = None) -> Run:
     """Run ``case`` once in a fresh process (with a fresh sink if it sends to one) and
-    return its report, with ``delivered`` counted where the case's deliveries arrive."""
+    return its report, with ``delivered`` counted where the case's deliveries arrive.
+
+    With ``tree``, the case script and the package are those of that checkout (for
+    comparing two versions: ``bench/compare.py``)."""
     sink = Sink() if case.host == "sink" else None
     try:
         if sink is not None:
@@ -62,9 +66,13 @@ def run_case(case: Case, calls: int) -> Run:
             host = dead_url()
         else:
             host = ""  # the case sends nowhere
-        command = [sys.executable, str(CASE_SCRIPT), case.name, "--events", str(calls)]
+        script, env = CASE_SCRIPT, None
+        if tree is not None:
+            script = tree / "bench" / "case.py"
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+        command = [sys.executable, str(script), case.name, "--events", str(calls)]
         done = subprocess.run(
-            [*command, "--host", host], capture_output=True, text=True, timeout=1800
+            [*command, "--host", host], capture_output=True, text=True, timeout=1800, env=env
         )
         if done.returncode != 0:
             raise RuntimeError(f"case {case.name} failed:\n{done.stderr[-3000:]}")

@@ -125,6 +125,8 @@ _URL_CREDENTIALS_REPLACEMENT = r"\g<1>" + REDACTED + "@"
 #: ``"password=hunter2"``) may hold the secret itself, and is replaced.
 _FIELD_NAME_RE = re.compile(r"[\w.\-]+")
 _HIDDEN_KEY = "$$_posthog_redacted_key_{}_$$"
+#: What a key inside a value is (see ``VariableRules._key_kind``).
+_KEY_PLAIN, _KEY_SECRET_NAME, _KEY_SECRET_TEXT, _KEY_URL = range(4)
 
 
 # -- patterns ---------------------------------------------------------------------------
@@ -216,6 +218,7 @@ class VariableRules:
     _ignore: _Matcher = field(init=False, repr=False, compare=False)
     _names: dict[str, int] = field(init=False, repr=False, compare=False)
     _secret_names: dict[str, bool] = field(init=False, repr=False, compare=False)
+    _keys: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         mask = _as_patterns(self.mask_patterns, "mask_patterns")
@@ -227,6 +230,7 @@ class VariableRules:
         object.__setattr__(self, "_ignore", _Matcher(ignore, invalid))
         object.__setattr__(self, "_names", {})
         object.__setattr__(self, "_secret_names", {})
+        object.__setattr__(self, "_keys", {})
         if invalid:
             _logger.warning(
                 "code variables: left out %d pattern(s) that are not valid regular expressions: %s",
@@ -259,9 +263,28 @@ class VariableRules:
                 self._secret_names[name] = secret
         return secret
 
+    def _key_kind(self, key: str) -> int:
+        """What a key inside a value is (a secret name, secret-looking text, a URL, or
+        plain): remembered, as the keys of objects and dicts repeat."""
+        kind = self._keys.get(key)
+        if kind is None:
+            if self._secret_name(key):
+                kind = _KEY_SECRET_NAME
+            elif self.detect_secrets and _looks_like_secret(key):
+                kind = _KEY_SECRET_TEXT
+            elif self.mask_url_credentials and "://" in key:
+                kind = _KEY_URL
+            else:
+                kind = _KEY_PLAIN
+            if len(self._keys) < _MAX_KNOWN_NAMES and len(key) <= _MAX_NAME_TO_KEEP:
+                self._keys[key] = kind
+        return kind
+
     def _mask_text(self, text: str) -> str:
         """A string value as it is sent: TOO_LONG to scan, REDACTED when it matches a
-        mask pattern or looks secret, else itself with URL credentials masked."""
+        mask pattern or looks secret, else itself with URL credentials masked. (Not
+        remembered, unlike names: values are the application's data, and a cache would
+        keep them past their life.)"""
         if len(text) > _MAX_TEXT_TO_SCAN:
             return TOO_LONG
         if self._mask(text) or (self.detect_secrets and _looks_like_secret(text)):
@@ -443,9 +466,10 @@ _OPAQUE = (type, types.ModuleType, types.FunctionType, types.MethodType)
 class _Walk:
     """One variable's value as JSON-safe data, masked, within the limits.
 
-    ``size`` adds up the characters of the text met so far, a lower bound on how far into
-    the JSON text the walk is: once past ``limit`` (where the text is cut), the rest can
-    not be seen and is not read.
+    ``size`` adds up the characters of the text met so far, with a lower bound for the
+    quotes, colons and commas around them: how far into the JSON text the walk is at
+    least. Once past ``limit`` (where the text is cut), the rest can not be seen and is
+    not read.
     """
 
     __slots__ = ("deadline", "limit", "nodes", "path", "rules", "size")
@@ -466,16 +490,16 @@ class _Walk:
         cls = type(value)
         if cls is str:
             text = self.rules._mask_text(value)
-            self.size += len(text)
+            self.size += len(text) + 3  # its quotes and a comma
             return text
         if cls is int:
-            self.size += 1
+            self.size += 2
             return value if _INT_MIN <= value < _INT_END else _int_text(value)
         if cls is float:
-            self.size += 1
+            self.size += 4
             return value if math.isfinite(value) else str(value)
         if value is None or cls is bool:
-            self.size += 4
+            self.size += 5
             return value
         if issubclass(cls, str):
             return self.value(str.__str__(value), depth)
@@ -552,17 +576,19 @@ class _Walk:
             if sent is not None or len(text) > _MAX_TEXT_TO_SCAN:
                 text = self._hidden_key(out)
                 sent = sent or TOO_LONG
-            elif rules._secret_name(text):
+            elif (kind := rules._key_kind(text)) == _KEY_PLAIN:
+                pass
+            elif kind == _KEY_SECRET_NAME:
                 if _FIELD_NAME_RE.fullmatch(text) is None:
                     text = self._hidden_key(out)
                 sent = REDACTED
-            elif rules.detect_secrets and _looks_like_secret(text):
+            elif kind == _KEY_SECRET_TEXT:
                 text = self._hidden_key(out)
-            elif rules.mask_url_credentials and "://" in text:
+            else:  # a URL: its credentials masked
                 text = _URL_CREDENTIALS_RE.sub(_URL_CREDENTIALS_REPLACEMENT, text)
             if text in out:  # 1 and "1", or two URLs that differ in their password
                 text = self._hidden_key(out)
-            self.size += len(text)
+            self.size += len(text) + 3  # its quotes and the colon
             if sent is None:
                 sent = self.value(getattr(owner, key) if read else item, depth + 1)
             out[text] = sent
