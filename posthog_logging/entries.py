@@ -74,6 +74,7 @@ STAMPS = frozenset(
         "posthog_event_name",
         "posthog_message",
         "posthog_trace",
+        "posthog_template",
     }
 )
 

@@ -109,8 +109,10 @@ class ContextFilter(logging.Filter):
     A record that carries the event marker also gets ``posthog_event_name`` (its message
     template, before ``QueueHandler`` formats it), and a record with an exception at or
     above ``exception_level`` gets ``posthog_exception``, a picklable snapshot, since
-    ``QueueHandler`` drops ``exc_info``. Use the same ``event_key`` and
-    ``exception_level`` as the :class:`PostHogHandler`.
+    ``QueueHandler`` drops ``exc_info``; an unmarked one at or above it gets
+    ``posthog_template``, its message template, which groups it if it is sent as an error
+    without an exception. Use the same ``event_key`` and ``exception_level`` as the
+    :class:`PostHogHandler`.
     """
 
     def __init__(
@@ -138,6 +140,10 @@ class ContextFilter(logging.Filter):
         marker = d.get(self.event_key)
         if marker is True and "posthog_event_name" not in d:
             d["posthog_event_name"] = str(record.msg)
+        elif record.levelno >= self.exception_level and "posthog_template" not in d:
+            # An error's message template, which groups it when it is sent without an
+            # exception (QueueHandler puts the arguments into msg).
+            d["posthog_template"] = as_text(record.msg)
         exc_info = record.exc_info
         if exc_info and exc_info[1] is not None and "posthog_exception" not in d:
             exc = exc_info[1]
@@ -447,7 +453,8 @@ class _RecordEntry(LogEntry):
         return record.__dict__.get("posthog_message") or _message(record)
 
     def template(self) -> str:
-        return as_text(self.message.msg)
+        record: logging.LogRecord = self.message
+        return record.__dict__.get("posthog_template") or as_text(record.msg)
 
     def where(self) -> Where:
         record: logging.LogRecord = self.message

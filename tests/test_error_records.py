@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import io
 import logging
 import logging.config
+import logging.handlers
+import queue
 import re
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +29,13 @@ import structlog
 from structlog.typing import Processor
 
 import posthog_logging
-from posthog_logging import Client, PostHogHandler
+from posthog_logging import Client, ContextFilter, PostHogHandler
 from posthog_logging.server import LocalServer
 from posthog_logging.structlog import PostHogProcessor
 
 from .conftest import API_KEY
 from .helpers import Event, delivered, unique_name, wait_for_lines
+from .test_structlog import configure_json
 
 FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 SYNTHETIC_MECHANISM = {"type": "logger", "handled": True, "synthetic": True, "exception_id": 0}
@@ -101,18 +103,6 @@ def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
-
-
-def native_structlog(processors: Sequence[Processor]) -> io.StringIO:
-    """Configure structlog alone: ``processors``, then JSON into a buffer."""
-    out = io.StringIO()
-    structlog.configure(
-        processors=[*processors, structlog.processors.JSONRenderer()],
-        logger_factory=structlog.PrintLoggerFactory(file=out),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    return out
 
 
 def structlog_over_stdlib(processors: Sequence[Processor]) -> None:
@@ -386,6 +376,33 @@ class TestStdlib:
         found = [e for e in server.events() if e["event"] == "$exception"]
         assert [synthetic(e)["type"] for e in found] == ["loud failure"]
 
+    def test_behind_a_queue_handler_one_template_is_still_one_group(
+        self, client: Client, attach: Callable[..., logging.Logger], server: LocalServer
+    ) -> None:
+        """Behind ``QueueHandler`` (which puts the arguments into the message) with
+        ``ContextFilter`` on it, errors of one template still share a fingerprint and are
+        named by the template, framed where they were logged."""
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        queue_handler = logging.handlers.QueueHandler(records)
+        queue_handler.addFilter(ContextFilter())
+        listener = logging.handlers.QueueListener(records, PostHogHandler(client=client))
+        log = attach(queue_handler)
+        listener.start()
+        try:
+            log.error("payment failed for order %s", 1)
+            line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+            log.error("payment failed for order %s", 2)
+        finally:
+            listener.stop()
+        found = delivered(client, server, 2, event="$exception")
+        assert len({e["properties"]["$exception_fingerprint"] for e in found}) == 1
+        assert {synthetic(e)["type"] for e in found} == {"payment failed for order %s"}
+        assert sorted(synthetic(e)["value"] for e in found) == [
+            "payment failed for order 1",
+            "payment failed for order 2",
+        ]
+        assert line in {synthetic(e)["stacktrace"]["frames"][0]["lineno"] for e in found}
+
     @pytest.mark.parametrize(("text", "on"), [("false", False), ("Off", False), ("yes", True)])
     def test_switch_given_as_text_means_what_it_says(
         self, client: Client, text: str, on: bool
@@ -412,7 +429,7 @@ class TestStructlog:
     ) -> None:
         """``log.error("payment_failed", order=...)`` arrives named after the event, its
         keys as properties, one fingerprint for both calls, framed at the call."""
-        native_structlog([structlog.processors.add_log_level, PostHogProcessor(client=client)])
+        configure_json([structlog.processors.add_log_level, PostHogProcessor(client=client)])
         log = structlog.get_logger()
         line = next_line()
         log.error("payment_failed", order=1)
@@ -437,7 +454,7 @@ class TestStructlog:
     def test_native_levels_and_loggers(self, client: Client, server: LocalServer) -> None:
         """critical is fatal, a warning is not sent, and the same event name in another
         logger is another group."""
-        native_structlog([structlog.processors.add_log_level, PostHogProcessor(client=client)])
+        configure_json([structlog.processors.add_log_level, PostHogProcessor(client=client)])
         log = structlog.get_logger()
         log.warning("payment_slow")
         log.critical("payment_failed")
@@ -455,9 +472,9 @@ class TestStructlog:
         is the frame: errors reported through an application's own logging module (which
         it is told to skip) are framed where that module was called, not inside it."""
         applog = wrapper_module(unique_name("applog"))
-        native_structlog([PostHogProcessor(client=client)])
+        configure_json([PostHogProcessor(client=client)])
         applog.report(structlog.get_logger(), "without_adder")
-        native_structlog(
+        configure_json(
             [
                 structlog.processors.CallsiteParameterAdder(
                     {
@@ -491,7 +508,7 @@ class TestStructlog:
         self, client: Client, server: LocalServer
     ) -> None:
         """``await log.aerror(...)`` is framed at the awaiting line, as ``log.error`` is."""
-        native_structlog([structlog.processors.add_log_level, PostHogProcessor(client=client)])
+        configure_json([structlog.processors.add_log_level, PostHogProcessor(client=client)])
         log = structlog.get_logger()
         line = 0
 
@@ -601,7 +618,7 @@ class TestStructlog:
         self, client: Client, server: LocalServer
     ) -> None:
         """A structlog error logged inside an identified context is linked to that person."""
-        native_structlog([structlog.processors.add_log_level, PostHogProcessor(client=client)])
+        configure_json([structlog.processors.add_log_level, PostHogProcessor(client=client)])
         with posthog_logging.new_context():
             posthog_logging.identify_context("u1")
             structlog.get_logger().error("payment_failed", order=1)
@@ -612,7 +629,7 @@ class TestStructlog:
 
     def test_error_is_also_a_log_line(self, client: Client, server: LocalServer) -> None:
         """With ``logs_level="info"`` a structlog error is both an ``$exception`` and a log line."""
-        native_structlog(
+        configure_json(
             [
                 structlog.processors.add_log_level,
                 PostHogProcessor(client=client, logs_level="info"),
@@ -629,7 +646,7 @@ class TestStructlog:
     def test_switched_off_sends_nothing(self, client: Client, server: LocalServer) -> None:
         """``PostHogProcessor(capture_errors_without_exception=False)``: an error without
         an exception sends nothing; a marked entry after it still arrives."""
-        native_structlog(
+        configure_json(
             [
                 structlog.processors.add_log_level,
                 PostHogProcessor(client=client, capture_errors_without_exception=False),

@@ -119,6 +119,17 @@ def steps_logger(client: Client, attach: Callable[..., logging.Logger]) -> loggi
 # -- steps: what an error carries of the lines before it --------------------------------------
 
 
+def fail_after_long_lines(log: logging.Logger) -> None:
+    """In a context, 40 lines of 3,000 characters, then a logged exception."""
+    with posthog_logging.new_context():
+        for i in range(40):
+            log.info("%02d %s", i, "x" * 3000)
+        try:
+            fail()
+        except ValueError:
+            log.exception("failed after long lines")
+
+
 class TestSteps:
     def test_lines_logged_before_an_error_are_its_steps_oldest_first(
         self, client: Client, steps_logger: logging.Logger, server: LocalServer
@@ -188,13 +199,7 @@ class TestSteps:
         log = attach(
             PostHogHandler(client=client, exception_steps_level="INFO", exception_steps_max=50)
         )
-        with posthog_logging.new_context():
-            for i in range(40):
-                log.info("%02d %s", i, "x" * 3000)
-            try:
-                fail()
-            except ValueError:
-                log.exception("failed after long lines")
+        fail_after_long_lines(log)
 
         event = one_delivered(client, server, "$exception")
         messages = messages_of(event)
@@ -211,13 +216,7 @@ class TestSteps:
             PostHogHandler(client=client, exception_steps_max=50, exception_steps_level="INFO"),
             name=f"test.{'n' * 8}",  # the same length of logger name at each run
         )
-        with posthog_logging.new_context():
-            for i in range(40):
-                log.info("%02d %s", i, "x" * 3000)
-            try:
-                fail()
-            except ValueError:
-                log.exception("failed after long lines")
+        fail_after_long_lines(log)
 
         event = one_delivered(client, server, "$exception")
         steps = event["properties"]["$exception_steps"]
