@@ -40,6 +40,8 @@ twice); and JSON text is compact.
 from __future__ import annotations
 
 import array
+import base64
+import binascii
 import dataclasses
 import enum
 import itertools
@@ -92,6 +94,9 @@ DEFAULT_MASK_PATTERNS: tuple[str, ...] = (
     r"(?i)conn_str",
     r"(?i)connstr",
     r"(?i)dsn",
+    # The signature of a signed URL (Azure SAS, say), as a query parameter only: the
+    # bare word "sig" is in too many ordinary names.
+    r"(?i)[?&]sig=",
 )
 #: Names left out altogether: dunders (``__builtins__``, ``__file__``, ...).
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (r"^__.*",)
@@ -121,6 +126,38 @@ _URL_CREDENTIALS_RE = re.compile(
     r"([a-z][a-z0-9+.\-]{0,30}://)(?=[^/@\s]*:)[^/\s]*@", re.IGNORECASE
 )
 _URL_CREDENTIALS_REPLACEMENT = r"\g<1>" + REDACTED + "@"
+#: The credential of an HTTP ``Authorization`` value (``Bearer <token>``, ``Basic
+#: <base64>``), which a list of header pairs or an ASGI scope holds apart from the
+#: header's name, out of reach of the name patterns. The scheme must be followed by a
+#: separator (spaces, or a colon), so that ``basicConfig`` is left alone.
+_AUTHORIZATION_RE = re.compile(
+    r"\b(bearer|basic)((?:\s*:\s*|\s+)['\"]?)([A-Za-z0-9._~+/-]+=*)", re.IGNORECASE
+)
+#: Shorter credentials, and lowercase words up to 15 letters ("the bearer of", "basic
+#: income"), are prose; a ``Basic`` value that decodes to ``user:password`` never is.
+_MIN_CREDENTIAL_LENGTH = 8
+_MAX_PROSE_WORD_LENGTH = 15
+
+
+def _masked_credential(match: re.Match[str]) -> str:
+    scheme, separator, credential = match.group(1), match.group(2), match.group(3)
+    if not (scheme.lower() == "basic" and _is_user_password(credential)) and (
+        len(credential) < _MIN_CREDENTIAL_LENGTH
+        or (
+            len(credential) <= _MAX_PROSE_WORD_LENGTH
+            and credential.isalpha()
+            and credential.islower()
+        )
+    ):
+        return match.group(0)
+    return scheme + separator + REDACTED
+
+
+def _is_user_password(credential: str) -> bool:
+    try:
+        return ":" in base64.b64decode(credential, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return False
 #: A key that names a secret is kept when it looks like a field name; other text (such as
 #: ``"password=hunter2"``) may hold the secret itself, and is replaced.
 _FIELD_NAME_RE = re.compile(r"[\w.\-]+")
@@ -290,8 +327,9 @@ class VariableRules:
         if self._mask(text) or (self.detect_secrets and _looks_like_secret(text)):
             return REDACTED
         if self.mask_url_credentials and "://" in text:
-            return _URL_CREDENTIALS_RE.sub(_URL_CREDENTIALS_REPLACEMENT, text)
-        return text
+            # URLs first: a credential pass could take a URL's scheme for its token.
+            text = _URL_CREDENTIALS_RE.sub(_URL_CREDENTIALS_REPLACEMENT, text)
+        return _AUTHORIZATION_RE.sub(_masked_credential, text)
 
 
 # -- secret-looking text ----------------------------------------------------------------

@@ -351,6 +351,33 @@ def test_url_credentials_are_masked() -> None:
     assert kept["url"] == "postgresql://user:p4ss@host/db"
 
 
+def test_authorization_credentials_in_text_are_masked() -> None:
+    """A header value held apart from its name (a list of header pairs, an ASGI scope)
+    keeps its scheme and loses its credential; prose that mentions a bearer or basic
+    things, and names like ``basicConfig``, are kept; a signed URL's signature masks it."""
+
+    def fn() -> None:
+        headers = [("accept", "text/html"), ("x-upstream", "Bearer eyJ0eXAiOiJKV1Qi.abc-def_ghi")]
+        basic = "Basic dXNlcjpwYXNzd29yZA=="
+        short_pair = "basic YTpi"
+        prose = "the bearer of bad news"
+        call = "logging.basicConfig(level=10)"
+        signed = "https://acct.blob.core.windows.net/c/f?sv=2024&sig=abcDEF123"
+        raise Boom
+
+    taken = variables_of(fn)
+
+    assert json.loads(taken["headers"]) == [
+        ["accept", "text/html"],
+        ["x-upstream", f"Bearer {REDACTED}"],
+    ]
+    assert taken["basic"] == f"Basic {REDACTED}"
+    assert taken["short_pair"] == f"basic {REDACTED}"  # decodes to a:b
+    assert taken["prose"] == "the bearer of bad news"
+    assert taken["call"] == "logging.basicConfig(level=10)"
+    assert taken["signed"] == REDACTED
+
+
 def test_secret_looking_values_are_masked_and_ordinary_text_is_kept() -> None:
     def fn() -> None:
         stripe = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"
