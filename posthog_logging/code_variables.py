@@ -158,6 +158,8 @@ def _is_user_password(credential: str) -> bool:
         return ":" in base64.b64decode(credential, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return False
+
+
 #: A key that names a secret is kept when it looks like a field name; other text (such as
 #: ``"password=hunter2"``) may hold the secret itself, and is replaced.
 _FIELD_NAME_RE = re.compile(r"[\w.\-]+")

@@ -1,8 +1,8 @@
 """The bridge from the standard library's :mod:`logging` to PostHog.
 
-- :class:`PostHogHandler` turns marked records into events and records with an
-  exception into ``$exception`` events. Everything else passes by at the cost of two
-  dictionary look-ups.
+- :class:`PostHogHandler` turns marked records into events, and records with an
+  exception (or errors without one) into ``$exception`` events. Everything else passes
+  by at the cost of two dictionary look-ups.
 - :class:`ContextFilter` stamps each record, where it is logged, with the current
   context (``posthog_distinct_id``, ``posthog_session_id``, ``posthog_tags``), for
   formatters and for a handler that runs on another thread behind ``QueueHandler``.
@@ -163,9 +163,14 @@ class PostHogHandler(logging.Handler):
     ``logger.info("page_viewed", extra={"event": True, "page": "/"})`` sends the event
     ``page_viewed`` with the property ``page``; ``extra={"event": "signup"}`` names the
     event ``signup``. ``logger.exception(...)`` (any record with ``exc_info`` at or above
-    ``exception_level``) sends an ``$exception`` event. With ``logs_level``, every record
-    at or above it also goes to PostHog Logs as a log line, linked to the context's
-    person and session (see docs/logs.md). Other records are ignored.
+    ``exception_level``) sends an ``$exception`` event; so does an unmarked record at or
+    above it without an exception (``capture_errors_without_exception``, on by default:
+    a synthetic exception, one issue per logger and message template). With
+    ``logs_level``, every record at or above it also goes to PostHog Logs as a log line,
+    linked to the context's person and session (see docs/logs.md); with
+    ``exception_steps_level``, every record at or above it is kept as a step of its
+    context, sent with the context's next ``$exception`` (docs/exceptions.md). Other
+    records are ignored.
 
     Entries structlog hands to logging through ``ProcessorFormatter.wrap_for_formatter``
     are understood too: marked with ``structlog_event_key`` (``capture=True`` or an event

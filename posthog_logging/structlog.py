@@ -4,9 +4,9 @@
   ``posthog_session_id``, ``posthog_tags``) to the event dict, as
   ``structlog.contextvars.merge_contextvars`` does for bound context variables.
 - :class:`PostHogProcessor` sends entries marked with ``capture=True`` (or
-  ``capture="event_name"``) as events, and entries with ``exc_info`` at or above the
-  exception level as ``$exception`` events; then hands the event dict on, unchanged but
-  for the marker it consumed, so rendering goes on::
+  ``capture="event_name"``) as events, and entries with ``exc_info`` (or errors without
+  one) at or above the exception level as ``$exception`` events; then hands the event
+  dict on, unchanged but for the marker it consumed, so rendering goes on::
 
       structlog.configure(
           processors=[
@@ -98,8 +98,12 @@ class PostHogProcessor:
     method name (``log.exception`` is ``error``). Put the processor before
     ``format_exc_info`` / ``dict_tracebacks``, which replace ``exc_info`` with text.
 
-    With ``logs_level``, every entry at or above it also goes to PostHog Logs as a log
-    line (its message, level, keys and context; see docs/logs.md).
+    An unmarked entry at or above ``exception_level`` without an exception becomes a
+    synthetic ``$exception``, one issue per logger and event name
+    (``capture_errors_without_exception``). With ``logs_level``, every entry at or above
+    it also goes to PostHog Logs as a log line (its message, level, keys and context;
+    see docs/logs.md); with ``exception_steps_level``, it is kept as a step of its
+    context, sent with the context's next ``$exception`` (docs/exceptions.md).
 
     The processor consumes the marker (it is not rendered, and a ``PostHogHandler``
     further down does not send the entry again) and returns the event dict. It never
