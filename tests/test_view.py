@@ -169,7 +169,8 @@ def shop(
     default_client: Client, attach: Callable[..., logging.Logger], server: LocalServer
 ) -> Iterator[Callable[[str, str], None]]:
     """Run the demo's `shop_session` with its logger sending to ``server``, its records at
-    INFO and above as log lines too; wait for its five events and six lines to be stored.
+    INFO and above as log lines and exception steps too, exceptions with their locals, as
+    the demo sets it up; wait for its five events and six lines to be stored.
 
     The default client is configured again, as the service ``shop``: everything goes
     through one client (so the events arrive in the order they were logged)."""
@@ -180,8 +181,10 @@ def shop(
         host=server.url,
         flush_interval=default_client.flush_interval,
         service_name=SHOP_SERVICE,
+        capture_exception_code_variables=True,
     )  # shut down when default_client's fixture ends
-    attach(PostHogHandler(client=shop_client, logs_level="INFO"), name="demo.shop")
+    handler = PostHogHandler(client=shop_client, logs_level="INFO", exception_steps_level="INFO")
+    attach(handler, name="demo.shop")
 
     def visit(user: str, session: str) -> None:
         events, lines = server.store.count(), len(server.store.logs())
