@@ -48,6 +48,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "entries",
             "stdlib",
             "structlog",
+            "loguru",
+            "propagation",
             "web",
             "wsgi",
             "asgi",
