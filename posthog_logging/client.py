@@ -24,7 +24,7 @@ from .code_variables import DEFAULT_IGNORE_PATTERNS, DEFAULT_MASK_PATTERNS, Vari
 from .contexts import ContextState, current_state, current_trail
 from .delivery import lifecycle
 from .delivery.http import DEFAULT_HOST, HTTPTransport
-from .delivery.kinds import EVENTS, LOGS, Kind
+from .delivery.kinds import EVENTS, LOGS, Kind, resource_attributes
 from .delivery.retry import RetryPolicy
 from .delivery.sender import Sender
 from .delivery.spool import Spool
@@ -95,6 +95,8 @@ class Client:
         in_app_include: Iterable[str] = (),
         in_app_exclude: Iterable[str] = (),
         service_name: str | None = None,
+        service_version: str | None = None,
+        environment: str | None = None,
         enable_exception_autocapture: bool = False,
         capture_exception_code_variables: bool = False,
         code_variables_mask_patterns: Iterable[str] | None = None,
@@ -158,7 +160,11 @@ class Client:
             )
         if transport is None:  # (not "or": a transport may be falsy, an empty recorder is)
             transport = HTTPTransport(
-                self.host, self.api_key or "", gzip=gzip, service_name=service_name
+                self.host,
+                self.api_key or "",
+                gzip=gzip,
+                service_name=service_name,
+                resource=resource_attributes(service_version, environment),
             )
         self._sender = Sender(
             self._build,
@@ -427,10 +433,15 @@ class Client:
         )
         return uuid if self.submit(pending) else None
 
-    def count_drop(self, reason: str, message: str, n: int = 1) -> None:
+    def count_drop(self, reason: str, message: str, n: int = 1, *, warn: bool = True) -> None:
         """Count ``n`` records a front-end could not send, for ``reason`` (a
-        ``stats.dropped`` key), and say ``message`` (at most once a minute per reason)."""
-        self._sender.ledger.drop(reason, message, n)
+        ``stats.dropped`` key), and say ``message`` (at most once a minute per reason);
+        with ``warn=False``, only count: what the user asked to leave out (sampling, say)
+        is no news."""
+        if warn:
+            self._sender.ledger.drop(reason, message, n)
+        else:
+            self._sender.ledger.add("dropped:" + reason, n)
 
     def use_transport(self, transport: Transport) -> None:
         """Send through ``transport`` from now on, instead of HTTP."""

@@ -32,6 +32,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
 from .diagnostics import Warner, logger
+from .held_lines import HeldLines
 from .serialisation import as_text
 from .steps import StepTrail, thread_trail
 
@@ -66,6 +67,9 @@ class ContextState:
     #: The exception steps of this context and the contexts nested in it (see
     #: :mod:`posthog_logging.steps`); None outside any context, where each thread has its own.
     steps: StepTrail | None = field(default=None, compare=False, repr=False)
+    #: The log lines held back until the context fails or ends (see
+    #: :mod:`posthog_logging.held_lines`); shared like the steps.
+    held: HeldLines | None = field(default=None, compare=False, repr=False)
 
 
 _ROOT = ContextState()
@@ -174,24 +178,32 @@ class new_context:
     called by hand (for request hooks), but each instance is entered once.
     """
 
-    __slots__ = ("_capture_exceptions", "_fresh", "_parent", "_token")
+    __slots__ = ("_capture_exceptions", "_fresh", "_held", "_parent", "_token")
 
     def __init__(self, fresh: bool = False, capture_exceptions: bool = True) -> None:
         self._fresh = fresh
         self._capture_exceptions = capture_exceptions
         self._token: contextvars.Token[ContextState] | None = None
         self._parent: ContextState | None = None
+        self._held: HeldLines | None = None  # the held lines this context started
 
     def __enter__(self) -> new_context:
         if self._token is not None:
             raise RuntimeError("this new_context() is already entered; make a new one")
         parent = _state.get()
         base = _ROOT if self._fresh else parent
-        # A context shares its parent's steps (the lines before it led to it too); a
-        # fresh one, or the outermost, starts its own.
+        # A context shares its parent's steps and held lines (the lines before it led to
+        # it too); a fresh one, or the outermost, starts its own.
         steps = base.steps if base.steps is not None else StepTrail()
+        held = base.held
+        if held is None:
+            held = self._held = HeldLines()
         state = _evolve(
-            base, capture_exceptions=self._capture_exceptions, depth=parent.depth + 1, steps=steps
+            base,
+            capture_exceptions=self._capture_exceptions,
+            depth=parent.depth + 1,
+            steps=steps,
+            held=held,
         )
         self._parent = parent
         self._token = _state.set(state)
@@ -213,6 +225,15 @@ class new_context:
                 _exception_hook(exc)
             except Exception:  # never let telemetry replace the user's exception
                 logger.debug("capturing an exception leaving a context failed", exc_info=True)
+        held, self._held = self._held, None
+        if held is not None and len(held):  # lines held back: needed only if it failed
+            try:
+                if isinstance(exc, Exception):
+                    held.release()
+                else:
+                    held.discard()
+            except Exception:
+                logger.debug("sending or counting held log lines failed", exc_info=True)
         token, parent = self._token, self._parent
         self._token = self._parent = None
         if token.var is not _state:

@@ -42,6 +42,7 @@ from .error_tracking import (
 )
 from .events import ExceptionInfo, PendingEvent, choose_distinct_id
 from .levels import NEVER, exception_level_name, level_name
+from .log_volume import LineRules
 from .otlp import PendingLog
 from .reentry import in_finaliser, this_thread
 from .steps import DEFAULT_MAX_STEPS
@@ -247,9 +248,13 @@ class Router:
         errors_without_exception: bool = True,
         steps_level: int | None = None,
         max_steps: int = DEFAULT_MAX_STEPS,
+        lines: LineRules | None = None,
     ) -> None:
         self.exception_level = exception_level
-        self.logs_threshold = NEVER if logs_level is None else logs_level
+        #: Which lines go to PostHog Logs (per logger, sampled, held back).
+        self.lines = LineRules(logs_level=logs_level) if lines is None else lines
+        self.logs_threshold = self.lines.floor
+        self._line = self._send_line if self.lines.simple else self._line_by_rules
         self.errors_without_exception = errors_without_exception
         self.steps_threshold = NEVER if steps_level is None else steps_level
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
@@ -310,7 +315,7 @@ class Router:
             elif self.errors_without_exception and name is None and not entry.sent_as_synthetic():
                 self._send_synthetic(client, entry)
         if levelno >= self.logs_threshold:
-            self._send_line(client, entry)
+            self._line(client, entry)
         if levelno >= self.steps_threshold and entry.context is None:
             # A context stamped elsewhere (behind a QueueHandler) has no steps here.
             current_trail().add(
@@ -361,7 +366,32 @@ class Router:
         )
         self._send_exception(client, entry, info)
 
+    def _line_by_rules(self, client: Client, entry: LogEntry) -> None:
+        """A line under ``logs_levels``, ``logs_sample_rates`` or ``logs_hold_level``."""
+        rules, levelno = self.lines, entry.levelno
+        held = None if entry.context is not None else current_state().held
+        if held is not None and levelno >= rules.release_level and not held.released:
+            held.release()  # the lines before it first
+        if levelno >= rules.threshold(entry.logger_name):
+            if rules.sampled_out(levelno):
+                client.count_drop("logs_sampled", "", warn=False)
+            else:
+                self._send_line(client, entry)
+        elif held is not None and levelno >= rules.hold_level:
+            if held.released:
+                self._send_line(client, entry)
+            else:
+                line = self._pending_line(entry)
+
+                def drop(n: int) -> None:
+                    client.count_drop("logs_not_kept", "", n, warn=False)
+
+                held.hold(line, 64 + len(line.body), client.submit, drop, rules.max_held)
+
     def _send_line(self, client: Client, entry: LogEntry) -> None:
+        client.submit(self._pending_line(entry))
+
+    def _pending_line(self, entry: LogEntry) -> PendingLog:
         context = entry.context or current_state()
         person = choose_distinct_id(entry.distinct_id, context)
         if person != context.distinct_id:  # an explicit person, by the rule events follow
@@ -370,18 +400,16 @@ class Router:
         if snapshot is None and entry.exception is not None:
             snapshot = snapshot_exception(entry.exception)
         code, thread, trace = entry.where()
-        client.submit(
-            PendingLog(
-                time=entry.created,
-                levelno=entry.levelno,
-                level_name=entry.level_name,
-                body=entry.text(),
-                attributes=entry.properties,
-                logger_name=entry.logger_name,
-                context=context,
-                code=code,
-                thread=thread,
-                trace=trace,
-                exception=snapshot,
-            )
+        return PendingLog(
+            time=entry.created,
+            levelno=entry.levelno,
+            level_name=entry.level_name,
+            body=entry.text(),
+            attributes=entry.properties,
+            logger_name=entry.logger_name,
+            context=context,
+            code=code,
+            thread=thread,
+            trace=trace,
+            exception=snapshot,
         )

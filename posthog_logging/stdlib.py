@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -35,7 +35,9 @@ from .entries import (
 )
 from .error_tracking import mark_captured, snapshot_exception
 from .flags import parse_flag
+from .held_lines import DEFAULT_MAX_HELD
 from .levels import parse_level
+from .log_volume import LineRules
 from .reentry import in_finaliser, this_thread
 from .serialisation import as_text
 from .steps import DEFAULT_MAX_STEPS
@@ -198,6 +200,11 @@ class PostHogHandler(logging.Handler):
         capture_errors_without_exception: bool = True,
         exception_steps_level: int | str | None = None,
         exception_steps_max: int = DEFAULT_MAX_STEPS,
+        logs_levels: Mapping[str, int | str] | None = None,
+        logs_sample_rates: Mapping[Any, Any] | None = None,
+        logs_hold_level: int | str | None = None,
+        logs_release_level: int | str = logging.ERROR,
+        logs_hold_max: int = DEFAULT_MAX_HELD,
         **client_options: Any,
     ) -> None:
         # Validate and build everything before Handler.__init__ registers the handler
@@ -214,9 +221,17 @@ class PostHogHandler(logging.Handler):
             if exception_steps_level is None
             else parse_level(exception_steps_level, "exception_steps_level")
         )
+        lines = LineRules(
+            logs_level=logs_level,
+            logs_levels=logs_levels,
+            logs_sample_rates=logs_sample_rates,
+            logs_hold_level=logs_hold_level,
+            logs_release_level=logs_release_level,
+            logs_hold_max=logs_hold_max,
+        )
         router = Router(
             exception_level=exception_level,
-            logs_level=logs_level,
+            lines=lines,
             errors_without_exception=parse_flag(
                 capture_errors_without_exception, "capture_errors_without_exception"
             ),

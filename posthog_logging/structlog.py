@@ -29,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 try:
@@ -55,7 +56,9 @@ from .entries import (
     stamped_context,
 )
 from .flags import parse_flag
+from .held_lines import DEFAULT_MAX_HELD
 from .levels import NEVER, entry_level, parse_level
+from .log_volume import LineRules
 from .serialisation import as_text
 from .steps import DEFAULT_MAX_STEPS
 from .tracing import trace_context
@@ -135,6 +138,11 @@ class PostHogProcessor:
         capture_errors_without_exception: bool = True,
         exception_steps_level: int | str | None = None,
         exception_steps_max: int = DEFAULT_MAX_STEPS,
+        logs_levels: Mapping[str, int | str] | None = None,
+        logs_sample_rates: Mapping[Any, Any] | None = None,
+        logs_hold_level: int | str | None = None,
+        logs_release_level: int | str = "error",
+        logs_hold_max: int = DEFAULT_MAX_HELD,
     ) -> None:
         if not isinstance(event_key, str) or not event_key:
             raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
@@ -152,9 +160,17 @@ class PostHogProcessor:
         self.capture_errors_without_exception = parse_flag(
             capture_errors_without_exception, "capture_errors_without_exception"
         )
+        lines = LineRules(
+            logs_level=self.logs_level,
+            logs_levels=logs_levels,
+            logs_sample_rates=logs_sample_rates,
+            logs_hold_level=logs_hold_level,
+            logs_release_level=logs_release_level,
+            logs_hold_max=logs_hold_max,
+        )
         self._router = Router(
             exception_level=self.exception_level,
-            logs_level=self.logs_level,
+            lines=lines,
             errors_without_exception=self.capture_errors_without_exception,
             steps_level=self.exception_steps_level,
             max_steps=exception_steps_max,

@@ -38,6 +38,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "tracing",
             "code_variables",
             "flags",
+            "held_lines",
+            "log_volume",
         },
     ),
     ("records", {"events", "otlp", "delivery"}),

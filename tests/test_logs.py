@@ -95,8 +95,8 @@ class Wire:
         self._lock = threading.Lock()
         self._request = LOGS.request
 
-    def __call__(self, records: Any, *, api_key: str, service_name: str) -> Any:
-        body, headers = self._request(records, api_key=api_key, service_name=service_name)
+    def __call__(self, records: Any, **options: Any) -> Any:
+        body, headers = self._request(records, **options)
         with self._lock:
             self.bodies.append(body)
         return body, headers

@@ -26,7 +26,7 @@ import json
 import socket
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
@@ -59,9 +59,12 @@ class HTTPTransport:
         *,
         gzip: bool = True,
         service_name: str | None = None,
+        resource: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host.rstrip("/")
         self.service_name = service_name or default_service_name()
+        #: More attributes of the service, on log records (``service.version``, ...).
+        self.resource = dict(resource or {})
         self.gzip = gzip
         self._api_key = api_key
         self._session: requests.Session | None = None
@@ -72,7 +75,9 @@ class HTTPTransport:
 
     def send(self, records: Sequence[bytes], kind: Kind, timeout: float) -> SendResult:
         """POST one batch. Never raises: failures come back as a :class:`SendResult`."""
-        data, headers = kind.request(records, api_key=self._api_key, service_name=self.service_name)
+        data, headers = kind.request(
+            records, api_key=self._api_key, service_name=self.service_name, resource=self.resource
+        )
         headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT})
         if self.gzip:
             # Level 1: event JSON is repetitive enough that it compresses about 20 times

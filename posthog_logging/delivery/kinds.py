@@ -13,8 +13,9 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._version import __version__
@@ -22,7 +23,7 @@ from ..ids import format_timestamp
 from ..serialisation import dumps
 from ..wire import EVENTS_PATH, LOGS_PATH, MAX_BODY_BYTES
 
-__all__ = ["EVENTS", "KINDS", "LOGS", "Kind", "default_service_name"]
+__all__ = ["EVENTS", "KINDS", "LOGS", "Kind", "default_service_name", "resource_attributes"]
 
 #: The instrumentation scope and SDK name log records are sent under.
 SCOPE_NAME = "posthog-logging"
@@ -45,9 +46,15 @@ class Kind:
         return f"<Kind {self.name}>"
 
     def request(
-        self, records: Sequence[bytes], *, api_key: str, service_name: str
+        self,
+        records: Sequence[bytes],
+        *,
+        api_key: str,
+        service_name: str,
+        resource: Mapping[str, str] | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """The body of a request carrying ``records``, and the headers it needs."""
+        """The body of a request carrying ``records``, and the headers it needs;
+        ``resource``: more attributes of the service that sends them (log records)."""
         raise NotImplementedError
 
     def is_record(self, line: bytes) -> bool:
@@ -57,7 +64,12 @@ class Kind:
 
 class _Events(Kind):
     def request(
-        self, records: Sequence[bytes], *, api_key: str, service_name: str
+        self,
+        records: Sequence[bytes],
+        *,
+        api_key: str,
+        service_name: str,
+        resource: Mapping[str, str] | None = None,
     ) -> tuple[bytes, dict[str, str]]:
         # The key travels in the body, as PostHog's capture API expects.
         sent_at = format_timestamp(time.time())  # PostHog corrects clock skew by it
@@ -93,12 +105,21 @@ class _Events(Kind):
 
 class _Logs(Kind):
     def request(
-        self, records: Sequence[bytes], *, api_key: str, service_name: str
+        self,
+        records: Sequence[bytes],
+        *,
+        api_key: str,
+        service_name: str,
+        resource: Mapping[str, str] | None = None,
     ) -> tuple[bytes, dict[str, str]]:
         # An ExportLogsServiceRequest in OTLP's JSON encoding; the key as OTLP exporters
         # send it, in a header.
-        resource = [
+        attributes = [
             {"key": "service.name", "value": {"stringValue": service_name}},
+            *(
+                {"key": key, "value": {"stringValue": value}}
+                for key, value in (resource or {}).items()
+            ),
             {"key": "telemetry.sdk.name", "value": {"stringValue": SCOPE_NAME}},
             {"key": "telemetry.sdk.version", "value": {"stringValue": __version__}},
             {"key": "telemetry.sdk.language", "value": {"stringValue": "python"}},
@@ -106,7 +127,7 @@ class _Logs(Kind):
         scope = {"name": SCOPE_NAME, "version": __version__}
         head = (
             b'{"resourceLogs":[{"resource":{"attributes":'
-            + dumps(resource)
+            + dumps(attributes)
             + b'},"scopeLogs":[{"scope":'
             + dumps(scope)
             + b',"logRecords":['
@@ -138,10 +159,13 @@ KINDS: tuple[Kind, ...] = (EVENTS, LOGS)
 
 
 def default_service_name() -> str:
-    """``$OTEL_SERVICE_NAME`` if set, else the program's name (``app`` for
+    """``$OTEL_SERVICE_NAME`` if set, else ``service.name`` in
+    ``$OTEL_RESOURCE_ATTRIBUTES``, else the program's name (``app`` for
     ``python app.py``, ``shop`` for ``python -m shop``), else ``unknown_service:python``
     as OpenTelemetry says."""
     if name := os.environ.get("OTEL_SERVICE_NAME", "").strip():
+        return name
+    if name := _environment_resource().get("service.name", ""):
         return name
     path = sys.argv[0] if sys.argv and sys.argv[0] else ""
     program = os.path.basename(path)
@@ -151,3 +175,37 @@ def default_service_name() -> str:
     if stem and stem not in ("-c", "-m"):
         return stem
     return "unknown_service:python"
+
+
+def resource_attributes(
+    service_version: str | None = None, environment: str | None = None
+) -> dict[str, str]:
+    """``service.version`` and ``deployment.environment.name`` for log records: the
+    options given, else what ``$OTEL_RESOURCE_ATTRIBUTES`` says (OpenTelemetry's variable,
+    ``key=value`` pairs separated by commas; ``deployment.environment``, the older name,
+    counts too); absent when neither says."""
+    found = _environment_resource()
+    out: dict[str, str] = {}
+    version = service_version or found.get("service.version")
+    if version:
+        out["service.version"] = str(version)
+    environment = (
+        environment
+        or found.get("deployment.environment.name")
+        or found.get("deployment.environment")
+    )
+    if environment:
+        out["deployment.environment.name"] = str(environment)
+    return out
+
+
+def _environment_resource() -> dict[str, str]:
+    """``$OTEL_RESOURCE_ATTRIBUTES`` as a dict (its values percent-decoded); pairs that
+    are not ``key=value`` are left out."""
+    out: dict[str, str] = {}
+    for pair in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), urllib.parse.unquote(value.strip())
+        if sep and key and value:
+            out[key] = value
+    return out
