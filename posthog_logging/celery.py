@@ -25,7 +25,13 @@ from celery import signals
 
 from . import default_client
 from .client import Client
-from .contexts import current_state, identify_context, new_context, set_context_session, tag
+from .contexts import (
+    effective_state,
+    identify_context,
+    new_context,
+    set_context_session,
+    tag,
+)
 from .delivery.lifecycle import shutdown_all
 from .diagnostics import logger
 from .events import ExceptionInfo
@@ -66,7 +72,7 @@ def _client() -> Client:
 
 
 def _before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    state = current_state()
+    state = effective_state()
     if headers is None or not (state.distinct_id or state.session_id or state.tags):
         return
     try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import uncaught
 from .code_variables import DEFAULT_IGNORE_PATTERNS, DEFAULT_MASK_PATTERNS, VariableRules
-from .contexts import ContextState, current_state, current_trail
+from .contexts import ContextState, current_trail, effective_state
 from .delivery import lifecycle
 from .delivery.http import DEFAULT_HOST, HTTPTransport
 from .delivery.kinds import EVENTS, LOGS, Kind, resource_attributes
@@ -262,7 +262,7 @@ class Client:
             event,
             dict(properties) if properties else None,
             distinct_id,
-            current_state(),
+            effective_state(),
             timestamp,
             uuid,
             groups,
@@ -412,7 +412,7 @@ class Client:
             info = dataclasses.replace(info, chain=chain)
         trail: StepTrail | None
         if context is None:
-            context, trail = current_state(), current_trail()
+            context, trail = effective_state(), current_trail()
         else:
             trail = context.steps
         if trail is not None and len(trail):
@@ -480,7 +480,7 @@ class Client:
     ) -> str | None:
         if not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
-        context = current_state()
+        context = effective_state()
         if choose_distinct_id(distinct_id, context) is None:
             self.count_drop(
                 "no_distinct_id", f"{kind} needs a distinct_id or an identified context"

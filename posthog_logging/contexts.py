@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
@@ -40,6 +41,7 @@ __all__ = [
     "ContextState",
     "current_state",
     "current_trail",
+    "effective_state",
     "get_context_distinct_id",
     "get_context_session_id",
     "get_tags",
@@ -103,6 +105,40 @@ def set_exception_hook(hook: ExceptionHook | None) -> None:
 def current_state() -> ContextState:
     """The state of the innermost context here (an empty state outside any context)."""
     return _state.get()
+
+
+def effective_state() -> ContextState:
+    """The context events, exceptions and lines are sent with: the current one, completed
+    by the official ``posthog`` SDK's context when that package is in use (its
+    ``posthog.new_context()`` / ``identify_context()`` / ``tag()``). Ours win where both
+    say: its distinct_id or session only where ours has none, its tags under ours.
+
+    Costs one dictionary look-up when the ``posthog`` package was never imported.
+    """
+    state = _state.get()
+    official = sys.modules.get("posthog.contexts")
+    if official is None:
+        return state
+    try:
+        distinct_id = state.distinct_id or _text_or_none(official.get_context_distinct_id())
+        session_id = state.session_id or _text_or_none(official.get_context_session_id())
+        tags = official.get_tags()
+    except Exception:  # another version, or a broken one: ours alone
+        return state
+    if (
+        distinct_id == state.distinct_id
+        and session_id == state.session_id
+        and not (isinstance(tags, Mapping) and tags)
+    ):
+        return state
+    merged = state.tags
+    if isinstance(tags, Mapping) and tags:
+        merged = MappingProxyType({**{as_text(k): v for k, v in tags.items()}, **state.tags})
+    return dataclasses.replace(state, distinct_id=distinct_id, session_id=session_id, tags=merged)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return as_text(value) or None if value is not None else None
 
 
 def current_trail() -> StepTrail:

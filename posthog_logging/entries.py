@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .client import Client
-from .contexts import ContextState, current_state, current_trail
+from .contexts import ContextState, current_state, current_trail, effective_state
 from .error_tracking import (
     ExceptionSnapshot,
     message_fingerprint,
@@ -292,7 +292,7 @@ class Router:
             return
         name = entry.event
         if name:
-            context = entry.context or current_state()
+            context = entry.context or effective_state()
             client.submit(
                 PendingEvent(
                     name,
@@ -392,7 +392,7 @@ class Router:
         client.submit(self._pending_line(entry))
 
     def _pending_line(self, entry: LogEntry) -> PendingLog:
-        context = entry.context or current_state()
+        context = entry.context or effective_state()
         person = choose_distinct_id(entry.distinct_id, context)
         if person != context.distinct_id:  # an explicit person, by the rule events follow
             context = dataclasses.replace(context, distinct_id=person)

@@ -20,7 +20,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 
 from . import default_client
 from .client import Client
-from .contexts import current_state
+from .contexts import effective_state
 from .entries import (
     ROUTED_KEYS,
     STAMPS,
@@ -38,6 +38,7 @@ from .flags import parse_flag
 from .held_lines import DEFAULT_MAX_HELD
 from .levels import parse_level
 from .log_volume import LineRules
+from .official import as_client
 from .reentry import in_finaliser, this_thread
 from .serialisation import as_text
 from .steps import DEFAULT_MAX_STEPS
@@ -132,7 +133,7 @@ class ContextFilter(logging.Filter):
         """Stamp ``record``; always True."""
         d = record.__dict__
         if "posthog_tags" not in d:
-            state = current_state()
+            state = effective_state()
             d["posthog_distinct_id"] = state.distinct_id
             d["posthog_session_id"] = state.session_id
             d["posthog_tags"] = dict(state.tags) if state.tags else None
@@ -189,7 +190,7 @@ class PostHogHandler(logging.Handler):
         self,
         level: int | str = logging.NOTSET,
         *,
-        client: Client | None = None,
+        client: Client | Any = None,
         api_key: str | None = None,
         host: str | None = None,
         event_key: str = "event",
@@ -214,6 +215,8 @@ class PostHogHandler(logging.Handler):
                 raise ValueError(f"{option} must be a non-empty str, got {key!r}")
         if client is not None and (api_key or host or client_options):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
+        if client is not None:  # ours, or an official posthog.Posthog to send through
+            client = as_client(client)
         exception_level = parse_level(exception_level, "exception_level")
         logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
         steps_level = (

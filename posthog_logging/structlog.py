@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised without structlog ins
 
 from . import default_client
 from .client import Client
-from .contexts import current_state
+from .contexts import effective_state
 from .entries import (
     ROUTED_KEYS,
     STAMPS,
@@ -59,6 +59,7 @@ from .flags import parse_flag
 from .held_lines import DEFAULT_MAX_HELD
 from .levels import NEVER, entry_level, parse_level
 from .log_volume import LineRules
+from .official import as_client
 from .serialisation import as_text
 from .steps import DEFAULT_MAX_STEPS
 from .tracing import trace_context
@@ -76,7 +77,7 @@ def merge_posthog_context(
     is, and :class:`PostHogProcessor` (or ``PostHogHandler`` behind structlog's stdlib
     integration) uses the context of the code that logged even if it runs elsewhere.
     """
-    state = current_state()
+    state = effective_state()
     if state.distinct_id is not None:
         event_dict.setdefault("posthog_distinct_id", state.distinct_id)
     if state.session_id is not None:
@@ -130,7 +131,7 @@ class PostHogProcessor:
 
     def __init__(
         self,
-        client: Client | None = None,
+        client: Client | Any = None,
         *,
         event_key: str = "capture",
         exception_level: int | str = "error",
@@ -146,9 +147,8 @@ class PostHogProcessor:
     ) -> None:
         if not isinstance(event_key, str) or not event_key:
             raise ValueError(f"event_key must be a non-empty str, got {event_key!r}")
-        if client is not None and not isinstance(client, Client):
-            raise TypeError(f"client must be a posthog_logging.Client, got {client!r}")
-        self._client = client
+        # Ours, or an official posthog.Posthog to send through.
+        self._client = None if client is None else as_client(client)
         self.event_key = event_key
         self.exception_level = parse_level(exception_level, "exception_level")
         self.logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")

@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("records", {"events", "otlp", "delivery"}),
-    ("client", {"client", "default_client", "uncaught"}),
+    ("client", {"client", "default_client", "uncaught", "official"}),
     (
         "front-ends",
         {
