@@ -264,6 +264,53 @@ def structlog_plain(host: str, events: int) -> Setup:
     return Setup(lambda: log.info("page_viewed", capture=True, **EXTRA), finish)
 
 
+def loguru_to_file(sinks: list[Any]) -> tuple[Any, Callable[[], None]]:
+    """loguru writing each record to a file in a temporary directory (its default
+    format), with ``sinks`` added after it; and what removes them and the directory."""
+    import shutil
+    import tempfile
+
+    from loguru import logger
+
+    directory = tempfile.mkdtemp(prefix="posthog-bench-loguru-")
+    logger.remove()
+    logger.add(os.path.join(directory, "app.log"), level="INFO")
+    for sink in sinks:
+        logger.add(sink, level="INFO")
+
+    def close() -> None:
+        logger.remove()  # closes the file
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return logger, close
+
+
+def loguru_ours(host: str, events: int) -> Setup:
+    """loguru's file sink and ``PostHogSink`` on our client: a marked record."""
+    from posthog_logging.loguru import PostHogSink
+
+    client = our_client(host)
+    log, close = loguru_to_file([PostHogSink(client)])
+    shutdown = shut_down(client)
+
+    def finish() -> dict[str, Any]:
+        close()
+        return shutdown()
+
+    return Setup(lambda: log.info("page_viewed", event=True, **EXTRA), finish)
+
+
+def loguru_file(host: str, events: int) -> Setup:
+    """The same call to loguru's file sink alone: the baseline."""
+    log, close = loguru_to_file([])
+
+    def finish() -> dict[str, Any]:
+        close()
+        return {}
+
+    return Setup(lambda: log.info("page_viewed", event=True, **EXTRA), finish)
+
+
 def sdk(host: str, max_queue_size: int | None) -> Setup:
     """The official SDK's ``capture()`` in its own context."""
     import posthog
@@ -365,6 +412,20 @@ CASES = [
         "sink",
         "events",
         full_only=True,
+    ),
+    Case(
+        "loguru-file",
+        "loguru to a file, marked record, without us, in context",
+        loguru_file,
+        "none",
+        None,
+    ),
+    Case(
+        "loguru-ours",
+        "loguru to a file and PostHogSink, marked record, in context",
+        loguru_ours,
+        "sink",
+        "events",
     ),
     Case(
         "sdk-context",

@@ -268,6 +268,11 @@ def check_targets(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             1.3,
         ),
         (
+            "total CPU per call: loguru-ours / loguru-file",
+            ratio("total_cpu_per_call_us", "loguru-ours", "loguru-file"),
+            None,
+        ),
+        (
             "total CPU per delivered line (log-lines) / per record (queue-json)",
             ratio("total_cpu_us", "log-lines", "queue-json"),
             0.6,

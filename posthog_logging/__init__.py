@@ -44,6 +44,7 @@ from .contexts import (
     tag,
 )
 from .exceptions import DeliveryError, UnsafeSpoolDirectory
+from .propagation import context_headers
 from .stdlib import ContextFilter, PostHogHandler
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "capture_exception",
     "capture_exception_code_variables",
     "configure",
+    "context_headers",
     "debug",
     "disabled",
     "enable_exception_autocapture",

@@ -110,6 +110,56 @@ class TestStructlogSetups:
         assert "posthog_distinct_id=user_3" in proc.stderr
 
 
+class TestLoguruSetup:
+    def test_loguru_app(self, server: LocalServer) -> None:
+        """loguru_app.py: two events, the logged exception with its traceback and the
+        error without one, each with identity, session, tags and the bound and
+        contextualized values; every record is also a log line for PostHog Logs."""
+        proc = run_example("loguru_app.py", server)
+        events = server.wait_for_events(4)
+        assert sorted(e["event"] for e in events) == [
+            "$exception",
+            "$exception",
+            "checkout_completed",
+            "checkout_started",
+        ]
+        assert {e["distinct_id"] for e in events} == {"user_11"}
+        assert {e["properties"]["$session_id"] for e in events} == {
+            "01929b3a-7f3a-7c3a-9c3a-3f3a7f3a7f3b"
+        }
+        assert {e["properties"]["plan"] for e in events} == {"pro"}
+        assert {e["properties"]["request_id"] for e in events} == {"req_8c1d"}
+        assert {e["properties"]["items"] for e in events} == {2}
+        [started] = server.events(event="checkout_started")
+        assert started["properties"]["total"] == 24.9
+        assert "event" not in started["properties"]
+        raised, declined = sorted(
+            server.events(event="$exception"),
+            key=lambda e: "$exception_fingerprint" in e["properties"],
+        )
+        [entry] = raised["properties"]["$exception_list"]
+        assert (entry["type"], entry["value"]) == (
+            "ConnectionError",
+            "inventory service unreachable",
+        )
+        assert entry["stacktrace"]["frames"][-1]["function"] == "reserve_stock"
+        assert declined["properties"]["$exception_list"][0]["type"] == (
+            "payment declined for card ending {}"
+        )
+        assert {e["properties"]["$exception_source"] for e in (raised, declined)} == {
+            "python.loguru"
+        }
+        lines = server.store.logs()
+        assert [line["body"] for line in lines] == [
+            "checkout_started",
+            "stock reservation failed",
+            "payment declined for card ending 4242",
+            "order placed",
+        ]
+        assert {line["distinct_id"] for line in lines} == {"user_11"}
+        assert "checkout_started {'request_id': 'req_8c1d', 'items': 2" in proc.stderr
+
+
 def run_python(code: str, server: LocalServer) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter that can import the examples."""
     env = dict(os.environ, POSTHOG_API_KEY=API_KEY, POSTHOG_HOST=server.url)

@@ -346,3 +346,32 @@ class TestStructlog:
             ]
         finally:
             structlog.reset_defaults()
+
+
+class TestLoguru:
+    def test_the_sink_takes_the_same_options(self, client: Client, server: LocalServer) -> None:
+        """``PostHogSink`` with a per-module level and held lines: a library module's
+        INFO records are not sent, a failing context's DEBUG records are."""
+        from loguru import logger
+
+        from posthog_logging.loguru import PostHogSink
+
+        logger.remove()
+        sink_id = logger.add(
+            PostHogSink(
+                client,
+                logs_level="INFO",
+                logs_levels={"tests.test_log_volume": "WARNING"},
+                logs_hold_level="DEBUG",
+            ),
+            level="DEBUG",
+        )
+        try:
+            logger.info("not sent: this module is at WARNING")
+            with posthog_logging.new_context():
+                logger.debug("held then sent")
+                logger.error("it failed")
+            logger.warning("a warning")
+            assert settle(client, server, 3) == ["held then sent", "it failed", "a warning"]
+        finally:
+            logger.remove(sink_id)

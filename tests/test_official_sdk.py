@@ -181,3 +181,34 @@ def test_events_sent_without_the_official_package_in_use_are_unchanged(
     [event] = delivered(client, server, 1)
     assert event["properties"]["a"] == 1
     assert "plan" not in event["properties"]
+
+
+def test_its_context_travels_in_the_outgoing_headers() -> None:
+    """``context_headers()`` inside only the official SDK's context carries its person
+    and session to the next service."""
+    with posthog.new_context(capture_exceptions=False):
+        posthog.identify_context("official_user")
+        posthog.set_context_session("official_session")
+        assert posthog_logging.context_headers() == {
+            "X-POSTHOG-DISTINCT-ID": "official_user",
+            "X-POSTHOG-SESSION-ID": "official_session",
+        }
+
+
+def test_the_loguru_sink_sends_through_it(official: Any, server: LocalServer) -> None:
+    """``PostHogSink(posthog.Posthog(...))`` sends marked records through it."""
+    from loguru import logger
+
+    from posthog_logging.loguru import PostHogSink
+
+    sink = PostHogSink(official)
+    logger.remove()
+    sink_id = logger.add(sink, level="INFO")
+    try:
+        logger.info("signed_up", event=True, plan="pro")
+        assert sink.client.flush(WAIT)
+        official.flush()
+        [event] = server.wait_for_events(1, timeout=WAIT, event="signed_up")
+        assert event["properties"]["plan"] == "pro"
+    finally:
+        logger.remove(sink_id)
