@@ -631,6 +631,46 @@ class TestLogLines:
         assert "0 events, 2 log lines shown" in page.find_element(By.ID, "status").text
         assert shown(page) == []  # ordinary log records are no events
 
+    def test_loguru_events_exceptions_and_lines_show_like_the_others(
+        self, page: Chrome, server: LocalServer, line_client: Client
+    ) -> None:
+        """What loguru's ``PostHogSink`` sends shows as the standard library's does: the
+        marked record as an event, ``logger.exception`` as an exception with its frames,
+        and the lines in the log table with their level, person and session."""
+        from loguru import logger
+
+        from posthog_logging.loguru import PostHogSink
+
+        open_view(page, server)
+        session = uuid7()
+        logger.remove()
+        sink_id = logger.add(PostHogSink(line_client, logs_level="INFO"), level="INFO")
+        try:
+            with posthog_logging.new_context():
+                posthog_logging.identify_context("user_lg")
+                posthog_logging.set_context_session(session)
+                logger.info("page_viewed", event=True, page="/loguru")
+                logger.success("cart has {} items", 3)
+                try:
+                    raise ValueError("card declined")
+                except ValueError:
+                    logger.exception("payment failed")
+        finally:
+            logger.remove(sink_id)
+        assert line_client.flush(WAIT)
+        row = find_row(page, "page_viewed", "user_lg", 'page="/loguru"')
+        assert text(row.find_element(By.CSS_SELECTOR, "td.summary")) == 'page="/loguru"'
+        details = open_details(page, find_row(page, "$exception", "user_lg", "ValueError"))
+        [section] = details.find_elements(By.CSS_SELECTOR, "section.exc")
+        assert text(section.find_element(By.TAG_NAME, "h3")) == "ValueError: card declined"
+        assert section.find_elements(By.CSS_SELECTOR, ".frame")
+        assert text(details.find_element(By.CSS_SELECTOR, ".exc-level")) == (
+            "error · python.loguru"
+        )
+        lines = wait_lines(page, lambda lines: len(lines) == 3, "the three loguru lines")
+        assert levels_and_lines(lines)[1] == ("SUCCESS", "cart has 3 items")
+        assert {(line["person"], line["session"]) for line in lines} == {("user_lg", session)}
+
     def test_exception_line_shows_its_stack_trace_and_attributes(
         self, page: Chrome, server: LocalServer, line_log: logging.Logger
     ) -> None:
