@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -141,8 +142,8 @@ class Client:
             or os.environ.get("POSTHOG_API_KEY", "").strip()
             or os.environ.get("POSTHOG_PROJECT_API_KEY", "").strip()
         )
-        self.api_key: str | None = api_key or None
-        self.host: str = (host or os.environ.get("POSTHOG_HOST") or DEFAULT_HOST).rstrip("/")
+        self.api_key: str | None = _checked_api_key(api_key) or None
+        self.host: str = _checked_host(host or os.environ.get("POSTHOG_HOST") or DEFAULT_HOST)
         self.flush_at = flush_at
         self.flush_interval = float(flush_interval)
         self.max_queue_size = max_queue_size
@@ -494,6 +495,46 @@ class Client:
             kind, {kind: dict(properties)}, distinct_id, person, timestamp, uuid, None, None
         )
         return uuid if self.submit(pending) else None
+
+
+def _checked_host(host: str) -> str:
+    """``host`` without a trailing slash, once it is a URL the client can send to:
+    ``http://`` or ``https://`` and a host name. A host without its scheme
+    (``127.0.0.1:8771``) would otherwise fail every request and look like an outage."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a URL string, got {type(host).__name__}")
+    text = host.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        hint = f" (did you mean 'http://{text}'?)" if "://" not in text else ""
+        raise ValueError(
+            f"host must be an http:// or https:// URL such as {DEFAULT_HOST!r}, got {host!r}{hint}"
+        )
+    return text
+
+
+#: Keys that are PostHog keys, but not the one events are sent with.
+_NOT_PROJECT_KEYS = {
+    "phx_": "a personal API key (phx_...)",
+    "phs_": "a feature flags secure API key (phs_...)",
+}
+
+
+def _checked_api_key(api_key: str) -> str:
+    """``api_key`` once it can be a project API key: not another kind of PostHog key,
+    and nothing but visible characters (a key pasted with a line break in it, say)."""
+    for prefix, what in _NOT_PROJECT_KEYS.items():
+        if api_key.startswith(prefix):
+            raise ValueError(
+                f"api_key is {what}, not a project API key: use the project's key "
+                "(phc_..., in PostHog under Settings > Project > Project API key)"
+            )
+    if not api_key.isprintable() or " " in api_key:
+        raise ValueError(
+            "api_key has spaces or invisible characters in it; copy the project API key "
+            "again (phc_...)"
+        )
+    return api_key
 
 
 def _names(option: str, value: Iterable[str]) -> tuple[str, ...]:

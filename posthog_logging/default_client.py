@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from typing import Any
 
 from . import uncaught
 from .client import Client
 from .contexts import set_exception_hook
+from .delivery.http import DEFAULT_HOST
+from .diagnostics import logger
 from .events import ExceptionInfo
 
 # Reentrant: a signal handler that captures while this thread builds the client
@@ -28,6 +31,8 @@ _lock = threading.RLock()
 _configured: Client | None = None
 _lazy: Client | None = None
 _lazy_key: tuple[Any, Any, bool] | None = None
+#: Default clients made for a configuration that could not make one: never enabled.
+_unusable: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 def _package() -> Any:
@@ -47,20 +52,33 @@ def get_client() -> Client:
         with _lock:
             if _lazy is None or key != _lazy_key:
                 old = _lazy
-                # Not enable_exception_autocapture: the module attribute installs the
-                # hooks itself (autocapture_set), for whichever default client is current.
-                _lazy = Client(
-                    api_key=pkg.api_key,
-                    host=pkg.host,
-                    debug=bool(pkg.debug),
-                    capture_exception_code_variables=key[2],
-                )
+                _lazy = _made(pkg, key[2])
                 _lazy_key = key
                 if old is not None:  # send what it holds, without blocking this caller
                     threading.Thread(target=old.shutdown, daemon=True).start()
             client = _lazy
-    client.disabled = bool(pkg.disabled)
+    client.disabled = bool(pkg.disabled) or client in _unusable
     return client
+
+
+def _made(pkg: Any, code_variables: bool) -> Client:
+    """The default client from the module attributes and the environment. A
+    configuration that cannot make one (a host without its scheme, say) is said once, as
+    an error, and gives a disabled client: the log call that got here must not raise."""
+    # Not enable_exception_autocapture: the module attribute installs the hooks itself
+    # (autocapture_set), for whichever default client is current.
+    try:
+        return Client(
+            api_key=pkg.api_key,
+            host=pkg.host,
+            debug=bool(pkg.debug),
+            capture_exception_code_variables=code_variables,
+        )
+    except (TypeError, ValueError) as exc:
+        logger.error("posthog_logging: the default client is not configured right: %s", exc)
+        unusable = Client(disabled=True, host=DEFAULT_HOST)
+        _unusable.add(unusable)  # stays disabled, whatever the module attribute says
+        return unusable
 
 
 def existing() -> Client | None:

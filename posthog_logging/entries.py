@@ -49,9 +49,13 @@ from .steps import DEFAULT_MAX_STEPS
 from .tracing import trace_context
 
 __all__ = [
+    "EVENT_NAME_STAMP",
+    "EXCEPTION_STAMP",
+    "MESSAGE_STAMP",
     "ROUTED_KEYS",
     "STAMPS",
     "STRUCTLOG_RESERVED",
+    "TEMPLATE_STAMP",
     "LogEntry",
     "Router",
     "exception_of",
@@ -64,18 +68,28 @@ __all__ = [
 #: in the properties, where PostHog reads them.
 ROUTED_KEYS = frozenset({"distinct_id", "groups", "properties"})
 
+#: What a stamp of the library's own carries across a ``QueueHandler`` (or loguru's
+#: ``enqueue``) besides the context: an exception's snapshot, the message as logged, a
+#: marked record's event name, an error's message template. Private (a leading ``_``),
+#: so that formatters (python-json-logger's among them) leave them out of users' lines.
+EXCEPTION_STAMP = "_posthog_exception"
+MESSAGE_STAMP = "_posthog_message"
+EVENT_NAME_STAMP = "_posthog_event_name"
+TEMPLATE_STAMP = "_posthog_template"
+
 #: The context stamps (:class:`~posthog_logging.ContextFilter`,
-#: :func:`~posthog_logging.structlog.merge_posthog_context`): never properties.
+#: :func:`~posthog_logging.structlog.merge_posthog_context`), which formatters may show,
+#: and the private carry-overs above: never properties.
 STAMPS = frozenset(
     {
         "posthog_distinct_id",
         "posthog_session_id",
         "posthog_tags",
-        "posthog_exception",
-        "posthog_event_name",
-        "posthog_message",
         "posthog_trace",
-        "posthog_template",
+        EXCEPTION_STAMP,
+        EVENT_NAME_STAMP,
+        MESSAGE_STAMP,
+        TEMPLATE_STAMP,
     }
 )
 

@@ -54,7 +54,18 @@ from . import default_client
 from .client import Client
 from .contexts import ContextState, effective_state
 from .diagnostics import Warner
-from .entries import ROUTED_KEYS, STAMPS, LogEntry, Router, Where, split_properties, stamped_context
+from .entries import (
+    EVENT_NAME_STAMP,
+    EXCEPTION_STAMP,
+    ROUTED_KEYS,
+    STAMPS,
+    TEMPLATE_STAMP,
+    LogEntry,
+    Router,
+    Where,
+    split_properties,
+    stamped_context,
+)
 from .error_tracking import mark_captured, snapshot_exception
 from .flags import parse_flag
 from .held_lines import DEFAULT_MAX_HELD
@@ -164,8 +175,8 @@ class ContextStamper:
     needs when it runs elsewhere (``enqueue=True``): the current context
     (``posthog_distinct_id``, ``posthog_session_id``, ``posthog_tags``, None when unset),
     the active OpenTelemetry span (``posthog_trace``), the message template of a marked
-    record (``posthog_event_name``) or of an error (``posthog_template``), and a
-    picklable snapshot of the exception (``posthog_exception``, empty when another record
+    record (``_posthog_event_name``) or of an error (``_posthog_template``), and a
+    picklable snapshot of the exception (``_posthog_exception``, empty when another record
     already sent it), all in the record's ``extra``.
 
     :data:`stamp_context` is one with the defaults; make another for a sink with another
@@ -203,16 +214,16 @@ class ContextStamper:
         exception = _exception(record)
         marker = extra.get(self.event_key)
         if marker and not isinstance(marker, str):
-            extra["posthog_event_name"] = _template(_logging_call())
+            extra[EVENT_NAME_STAMP] = _template(_logging_call())
         elif levelno >= self.exception_level and exception is None and not marker:
-            extra["posthog_template"] = _template(_logging_call())
+            extra[TEMPLATE_STAMP] = _template(_logging_call())
         if exception is not None:
             if levelno < self.exception_level or mark_captured(exception):
                 # Below exception_level no $exception is sent (so the exception is not
                 # marked), but a log line still carries it.
-                extra["posthog_exception"] = snapshot_exception(exception)
+                extra[EXCEPTION_STAMP] = snapshot_exception(exception)
             else:
-                extra["posthog_exception"] = ()
+                extra[EXCEPTION_STAMP] = ()
 
 
 #: The patcher for a :class:`PostHogSink` with the default ``event_key`` and
@@ -348,7 +359,7 @@ class PostHogSink:
             levelno = record["level"].no
             exception = _exception(record)
             if not self._wants(
-                marker, levelno, exception is not None or extra.get("posthog_exception")
+                marker, levelno, exception is not None or extra.get(EXCEPTION_STAMP)
             ):
                 return
             name = record["name"]
@@ -378,7 +389,7 @@ class PostHogSink:
         extra = record["extra"]
         call = _logging_call()
         live = call is not None or (_LOG_CODE is None and _on_logging_thread(record))
-        snapshot = extra.get("posthog_exception")
+        snapshot = extra.get(EXCEPTION_STAMP)
         if live:
             context = None  # the current one: this is the thread that logged
         else:
@@ -391,10 +402,10 @@ class PostHogSink:
             if isinstance(marker, str):
                 name = marker
             else:
-                name = _template(call) or extra.get("posthog_event_name") or record["message"]
+                name = _template(call) or extra.get(EVENT_NAME_STAMP) or record["message"]
         template = None
         if levelno >= self._errors_level and not marker and exception is None and snapshot is None:
-            template = _template(call) or extra.get("posthog_template")
+            template = _template(call) or extra.get(TEMPLATE_STAMP)
         properties, distinct_id, groups = split_properties(extra, self._not_properties)
         entry = _Entry(
             record["time"].timestamp(),

@@ -22,9 +22,13 @@ from . import default_client
 from .client import Client
 from .contexts import effective_state
 from .entries import (
+    EVENT_NAME_STAMP,
+    EXCEPTION_STAMP,
+    MESSAGE_STAMP,
     ROUTED_KEYS,
     STAMPS,
     STRUCTLOG_RESERVED,
+    TEMPLATE_STAMP,
     LogEntry,
     Router,
     Where,
@@ -109,11 +113,11 @@ class ContextFilter(logging.Filter):
     for log lines). Attach it where records are made (on the ``QueueHandler``, or on the loggers)
     so the stamp describes the code that logged, not the thread that handles.
 
-    A record that carries the event marker also gets ``posthog_event_name`` (its message
+    A record that carries the event marker also gets ``_posthog_event_name`` (its message
     template, before ``QueueHandler`` formats it), and a record with an exception at or
-    above ``exception_level`` gets ``posthog_exception``, a picklable snapshot, since
+    above ``exception_level`` gets ``_posthog_exception``, a picklable snapshot, since
     ``QueueHandler`` drops ``exc_info``; an unmarked one at or above it gets
-    ``posthog_template``, its message template, which groups it if it is sent as an error
+    ``_posthog_template``, its message template, which groups it if it is sent as an error
     without an exception. Use the same ``event_key`` and ``exception_level`` as the
     :class:`PostHogHandler`.
     """
@@ -141,22 +145,22 @@ class ContextFilter(logging.Filter):
             if trace is not None:  # the span where the line was logged, if any
                 d["posthog_trace"] = trace
         marker = d.get(self.event_key)
-        if marker is True and "posthog_event_name" not in d:
-            d["posthog_event_name"] = str(record.msg)
-        elif record.levelno >= self.exception_level and "posthog_template" not in d:
+        if marker is True and EVENT_NAME_STAMP not in d:
+            d[EVENT_NAME_STAMP] = str(record.msg)
+        elif record.levelno >= self.exception_level and TEMPLATE_STAMP not in d:
             # An error's message template, which groups it when it is sent without an
             # exception (QueueHandler puts the arguments into msg).
-            d["posthog_template"] = as_text(record.msg)
+            d[TEMPLATE_STAMP] = as_text(record.msg)
         exc_info = record.exc_info
-        if exc_info and exc_info[1] is not None and "posthog_exception" not in d:
+        if exc_info and exc_info[1] is not None and EXCEPTION_STAMP not in d:
             exc = exc_info[1]
             if record.levelno < self.exception_level or mark_captured(exc):
                 # Below exception_level no $exception event is sent (so the exception is
                 # not marked), but a log line still carries it.
-                d["posthog_exception"] = snapshot_exception(exc)
-                d["posthog_message"] = _message(record)  # QueueHandler adds the traceback
+                d[EXCEPTION_STAMP] = snapshot_exception(exc)
+                d[MESSAGE_STAMP] = _message(record)  # QueueHandler adds the traceback
             else:
-                d["posthog_exception"] = ()
+                d[EXCEPTION_STAMP] = ()
         return True
 
 
@@ -301,7 +305,7 @@ class PostHogHandler(logging.Handler):
             if not self._wants(
                 d.get(self.event_key),
                 record.levelno,
-                record.exc_info or d.get("posthog_exception"),
+                record.exc_info or d.get(EXCEPTION_STAMP),
             ) and (  # one more check for the records left: an entry structlog wrapped?
                 type(record.msg) is not dict or not self._structlog_entry_to_send(record)
             ):
@@ -407,7 +411,7 @@ class PostHogHandler(logging.Handler):
             if isinstance(marker, str):
                 name = marker
             else:  # the message template, as ContextFilter kept it behind a QueueHandler
-                name = d.get("posthog_event_name") or as_text(record.msg)
+                name = d.get(EVENT_NAME_STAMP) or as_text(record.msg)
         properties, distinct_id, groups = _record_properties(d, self._not_properties)
         exc_info = record.exc_info
         return _RecordEntry(
@@ -421,7 +425,7 @@ class PostHogHandler(logging.Handler):
             stamped_context(d),
             record,
             exc_info[1] if exc_info else None,
-            d.get("posthog_exception"),
+            d.get(EXCEPTION_STAMP),
         )
 
     def _structlog_entry(self, record: logging.LogRecord, entry: dict[str, Any]) -> LogEntry:
@@ -473,11 +477,11 @@ class _RecordEntry(LogEntry):
 
     def text(self) -> str:
         record: logging.LogRecord = self.message
-        return record.__dict__.get("posthog_message") or _message(record)
+        return record.__dict__.get(MESSAGE_STAMP) or _message(record)
 
     def template(self) -> str:
         record: logging.LogRecord = self.message
-        return record.__dict__.get("posthog_template") or as_text(record.msg)
+        return record.__dict__.get(TEMPLATE_STAMP) or as_text(record.msg)
 
     def where(self) -> Where:
         record: logging.LogRecord = self.message

@@ -398,8 +398,10 @@ class TestRefusedByTheLocalServer:
         server: LocalServer,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A personal key is refused 401 by the server: not retried, logged without the key."""
-        key = "phx_personal_key_must_not_leak"
+        """A key the server does not know (here: longer than a project key can be) is
+        refused 401: not retried, logged without the key. (A personal key is refused
+        earlier, by the client itself: tests/test_configuration_errors.py.)"""
+        key = "phc_" + "must_not_leak" * 6
         client = make_client(api_key=key)
         with caplog.at_level(logging.DEBUG, logger="posthog_logging"):
             client.capture("e", distinct_id="u1")
