@@ -14,13 +14,14 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import re
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
-from . import uncaught
+from . import contexts, uncaught
 from .code_variables import DEFAULT_IGNORE_PATTERNS, DEFAULT_MASK_PATTERNS, VariableRules
 from .contexts import ContextState, current_trail, effective_state
 from .delivery import lifecycle
@@ -53,12 +54,166 @@ from .serialisation import DEFAULT_REDACT_KEYS, Redactor
 from .steps import StepTrail
 from .tracing import trace_context
 
-__all__ = ["Client", "Stats"]
+__all__ = ["OFFICIAL_ONLY_OPTIONS", "Client", "FeatureFlagsNotSupported", "Stats"]
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
 
 #: ``trace=`` for :meth:`Client.submit_exception`: the span active where it is called.
 ACTIVE_SPAN: Any = object()
+
+_FLAGS_ADVICE = (
+    "feature flags stay with the official SDK: keep a posthog.Posthog client for them "
+    "beside this library (docs/migrating.md)"
+)
+
+#: Options of the official SDK (``posthog.Posthog(...)`` and the ``posthog`` module
+#: attributes) that this library accepts but does not act on: the values that change
+#: nothing (its defaults), and what to do instead. Any other value is said once, as a
+#: warning, per option and process.
+OFFICIAL_ONLY_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
+    **{
+        name: (defaults, _FLAGS_ADVICE)
+        for name, defaults in (
+            ("personal_api_key", (None,)),
+            ("secret_key", (None,)),
+            ("poll_interval", (30,)),
+            ("feature_flags_request_timeout_seconds", (3,)),
+            ("feature_flags_request_max_retries", (1,)),
+            ("enable_local_evaluation", (True,)),
+            ("flag_definition_cache_provider", (None,)),
+            ("flag_fallback_cache_url", (None,)),
+        )
+    },
+    "privacy_mode": ((False,), "LLM analytics stay with the official SDK"),
+    "enable_full_ai_capture": ((False,), "LLM analytics stay with the official SDK"),
+    "metrics": ((None,), "metrics stay with the official SDK"),
+    "traces": ((None,), "tracing stays with the official SDK (or OpenTelemetry)"),
+    "capture_mode": ((None,), "events are sent to /batch/"),
+    "capture_compression": ((None,), "use gzip=True or False"),
+    "thread": ((1,), "one sender thread sends everything"),
+    "historical_migration": ((False,), "not supported"),
+    "app_host": ((None,), "not needed"),
+    "email_request_timeout_seconds": ((15,), "emails stay with the official SDK"),
+    "email_request_max_retries": ((2,), "emails stay with the official SDK"),
+    "migrated_from": ((None,), "not needed"),
+    "is_server": (
+        (True,),
+        "events are always sent with $is_server: true; set it in before_send to change it",
+    ),
+    "log_captured_exceptions": (
+        (False,),
+        "log the exception yourself (logger.exception(...)); this library sends what is "
+        "logged, not the other way round",
+    ),
+    "project_root": ((None,), "use in_app_include / in_app_exclude (module prefixes)"),
+    "in_app_modules": ((None,), "use in_app_include=[...] (module prefixes)"),
+    "capture_trace_context": (
+        (False, True),
+        "$trace_id and $span_id are always sent from inside an OpenTelemetry span",
+    ),
+    "code_variables_mask_url_credentials": (
+        (None, True),
+        "values are masked by code_variables_mask_patterns and redact_keys",
+    ),
+    "code_variables_detect_secrets": (
+        (None, True),
+        "values are masked by code_variables_mask_patterns and redact_keys",
+    ),
+    "enable_exception_autocapture_rate_limiting": (
+        (False, True),
+        "exceptions are rate limited by default (exception_rate_limit=True)",
+    ),
+    "exception_autocapture_bucket_size": ((None, 50), "use exception_bucket_size"),
+    "exception_autocapture_refill_rate": ((None, 10), "use exception_refill_rate"),
+    "exception_autocapture_refill_interval_seconds": (
+        (None, 10, 10.0),
+        "use exception_refill_interval",
+    ),
+}
+
+#: Said once per process: an option of the official SDK, or a feature flag argument.
+_official_warner = Warner(interval=None)
+
+
+def note_official_only(name: str, value: Any, where: str) -> None:
+    """``name`` (an option of :data:`OFFICIAL_ONLY_OPTIONS`) was given ``value``
+    (``where`` is said before the name): say once that it is ignored, and what to do
+    instead, unless it is a value that changes nothing."""
+    defaults, advice = OFFICIAL_ONLY_OPTIONS[name]
+    try:
+        harmless = any(value is d or (type(value) is type(d) and value == d) for d in defaults)
+    except Exception:  # a value whose == raises is not a default
+        harmless = False
+    if not harmless:
+        _official_warner.warn(name, "posthog_logging: %s%s is ignored: %s", where, name, advice)
+
+
+def _note_flag_arguments(send_feature_flags: Any, flags: Any) -> None:
+    if send_feature_flags or flags is not None:
+        _official_warner.warn(
+            "capture_flags",
+            "posthog_logging: capture(send_feature_flags=/flags=) is ignored: events carry "
+            "no feature flags; %s",
+            _FLAGS_ADVICE,
+        )
+
+
+class FeatureFlagsNotSupported(NotImplementedError):
+    """Raised by the feature flag methods of the official SDK's API (``feature_enabled``,
+    ``get_feature_flag``, ...): this library does not evaluate feature flags. Keep the
+    official SDK's client for them, beside this library (docs/migrating.md)."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(
+            f"posthog_logging does not evaluate feature flags ({method}()): keep the "
+            "official SDK for them and run both side by side: "
+            "flags = posthog.Posthog('phc_...', host=...) for flags, posthog_logging for "
+            "logs, events and exceptions (see docs/migrating.md)"
+        )
+        self.method = method
+
+
+#: The feature flag methods of the official SDK (on its module and its client).
+FEATURE_FLAG_METHODS = (
+    "feature_enabled",
+    "get_feature_flag",
+    "get_feature_flag_result",
+    "get_feature_flag_payload",
+    "get_remote_config_payload",
+    "get_all_flags",
+    "get_all_flags_and_payloads",
+    "evaluate_flags",
+    "feature_flag_definitions",
+    "load_feature_flags",
+    "get_feature_variants",
+    "get_feature_payloads",
+    "get_feature_flags_and_payloads",
+    "get_flags_decision",
+    "get_feature_flag_evaluation_runtime",
+    "get_feature_flag_keys_by_evaluation_runtime",
+)
+
+
+def flags_not_supported(name: str) -> Callable[..., NoReturn]:
+    """A stand-in for the feature flag function ``name``: raises
+    :class:`FeatureFlagsNotSupported`."""
+
+    def not_supported(*args: Any, **kwargs: Any) -> NoReturn:
+        raise FeatureFlagsNotSupported(name)
+
+    not_supported.__name__ = not_supported.__qualname__ = name
+    not_supported.__doc__ = f"Not supported: raises :class:`FeatureFlagsNotSupported` ({name})."
+    return not_supported
+
+
+def _flags_method(name: str) -> Callable[..., NoReturn]:
+    def not_supported(self: Client, *args: Any, **kwargs: Any) -> NoReturn:
+        raise FeatureFlagsNotSupported(name)
+
+    not_supported.__name__ = name
+    not_supported.__qualname__ = f"Client.{name}"
+    not_supported.__doc__ = f"Not supported: raises :class:`FeatureFlagsNotSupported` ({name})."
+    return not_supported
 
 
 class Client:
@@ -69,6 +224,12 @@ class Client:
     all the client warns once and sends nothing. ``spool_dir`` turns on the disk spool
     (see docs/reliability.md). ``transport`` replaces HTTP with any object that
     implements :class:`~posthog_logging.delivery.Transport` (tests use an in-memory one).
+
+    Written for the official SDK (``posthog_logging.Posthog`` is this class):
+    ``project_api_key=`` is ``api_key``, ``disable_geoip=False`` lets PostHog geolocate
+    the events, ``send=False`` is ``disabled=True``; its other options
+    (:data:`OFFICIAL_ONLY_OPTIONS`: feature flags, LLM analytics, ...) are accepted and
+    ignored, with one warning each (docs/migrating.md).
     """
 
     def __init__(
@@ -107,7 +268,23 @@ class Client:
         exception_refill_rate: float = DEFAULT_REFILL_RATE,
         exception_refill_interval: float = DEFAULT_REFILL_INTERVAL,
         transport: Transport | None = None,
+        project_api_key: str | None = None,
+        disable_geoip: bool = True,
+        send: bool = True,
+        **official_options: Any,
     ) -> None:
+        for name, value in official_options.items():
+            if name not in OFFICIAL_ONLY_OPTIONS:
+                raise TypeError(f"Client() got an unexpected keyword argument {name!r}")
+            note_official_only(name, value, "the Client() option ")
+        if project_api_key is not None and not isinstance(project_api_key, str):
+            raise TypeError(f"project_api_key must be a str, got {type(project_api_key).__name__}")
+        if project_api_key and project_api_key.strip():
+            if api_key and api_key.strip() and api_key.strip() != project_api_key.strip():
+                raise ValueError("api_key and project_api_key differ: give one of them")
+            api_key = project_api_key
+        geoip = not parse_flag(disable_geoip, "disable_geoip")
+        disabled = disabled or not parse_flag(send, "send")
         _check_positive("flush_at", flush_at, integer=True)
         _check_positive("flush_interval", flush_interval)
         _check_positive("max_queue_size", max_queue_size, integer=True)
@@ -123,6 +300,8 @@ class Client:
                 raise TypeError(f"{name} must be callable or None, got {hook!r}")
         if super_properties is not None and not isinstance(super_properties, Mapping):
             raise TypeError("super_properties must be a mapping")
+        if geoip:  # under the client's super_properties, which may say otherwise
+            super_properties = {"$geoip_disable": False, **(super_properties or {})}
         autocapture = parse_flag(enable_exception_autocapture, "enable_exception_autocapture")
         take_locals = parse_flag(
             capture_exception_code_variables, "capture_exception_code_variables"
@@ -240,10 +419,19 @@ class Client:
         *,
         distinct_id: Any = None,
         groups: Mapping[str, Any] | None = None,
-        timestamp: dt.datetime | float | None = None,
+        timestamp: dt.datetime | float | str | None = None,
         uuid: str | None = None,
+        disable_geoip: bool | None = None,
+        send_feature_flags: Any = False,
+        flags: Any = None,
     ) -> str | None:
         """Queue an event. Returns its uuid, or None when it was dropped.
+
+        ``timestamp`` is a datetime, epoch seconds or ISO 8601 text (as the official SDK
+        takes it: text that is not a time is replaced by the current time, with a
+        warning). ``disable_geoip`` sets ``$geoip_disable`` for this event.
+        ``send_feature_flags`` and ``flags`` are accepted and ignored (one warning):
+        feature flags stay with the official SDK.
 
         Raises ``TypeError``/``ValueError`` only for programming errors: an event name
         that is not a non-empty string, properties that are not a mapping, a
@@ -257,14 +445,15 @@ class Client:
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
-        timestamp = time.time() if timestamp is None else checked_timestamp(timestamp)
-        uuid = checked_uuid(uuid) if uuid is not None else uuid_for(timestamp)
+        _note_flag_arguments(send_feature_flags, flags)
+        when = _event_time(timestamp)
+        uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
         pending = PendingEvent(
             event,
-            dict(properties) if properties else None,
+            _with_geoip(properties, disable_geoip),
             distinct_id,
             effective_state(),
-            timestamp,
+            when,
             uuid,
             groups,
             None,
@@ -274,16 +463,26 @@ class Client:
 
     def capture_exception(
         self,
-        exception: BaseException | None = None,
+        exception: BaseException | tuple[Any, Any, Any] | None = None,
         properties: Mapping[str, Any] | None = None,
         *,
         distinct_id: Any = None,
+        groups: Mapping[str, Any] | None = None,
+        timestamp: dt.datetime | float | str | None = None,
+        uuid: str | None = None,
+        disable_geoip: bool | None = None,
+        send_feature_flags: Any = False,
+        flags: Any = None,
     ) -> str | None:
         """Send ``exception`` (default: the one being handled) as an ``$exception`` event.
 
         An exception object is sent once: a second capture of the same object (by a
-        context it leaves, a log call, or by hand) returns None.
+        context it leaves, a log call, or by hand) returns None. ``exception`` may also
+        be a ``sys.exc_info()`` tuple; the keyword arguments are those of
+        :meth:`capture`.
         """
+        if isinstance(exception, tuple) and len(exception) == 3:  # sys.exc_info()
+            exception = exception[1]
         if exception is None:
             exception = sys.exc_info()[1]
             if exception is None:
@@ -293,30 +492,164 @@ class Client:
             raise TypeError(f"exception must be an exception, got {type(exception).__name__}")
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
+        if groups is not None and not isinstance(groups, Mapping):
+            raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
+        _note_flag_arguments(send_feature_flags, flags)
+        when = None if timestamp is None else _event_time(timestamp)
         return self.submit_exception(
             exception,
             ExceptionInfo(mechanism_type="generic", handled=True, level="error"),
-            properties,
+            _with_geoip(properties, disable_geoip),
             distinct_id=distinct_id,
+            timestamp=when,
+            uuid=None if uuid is None else checked_uuid(uuid),
+            groups=groups,
         )
 
-    def set(self, properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:
+    def set(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        distinct_id: Any = None,
+        timestamp: dt.datetime | float | str | None = None,
+        uuid: str | None = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Set person properties (``$set``) on the person of the context or ``distinct_id``."""
-        return self._person_update("$set", properties, distinct_id)
+        return self._person_update("$set", properties, distinct_id, timestamp, uuid, disable_geoip)
 
-    def set_once(self, properties: Mapping[str, Any], *, distinct_id: Any = None) -> str | None:
+    def set_once(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        distinct_id: Any = None,
+        timestamp: dt.datetime | float | str | None = None,
+        uuid: str | None = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
         """Set person properties only where not set yet (``$set_once``)."""
-        return self._person_update("$set_once", properties, distinct_id)
+        return self._person_update(
+            "$set_once", properties, distinct_id, timestamp, uuid, disable_geoip
+        )
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Send everything queued so far; wait at most ``timeout`` seconds.
+    def alias(
+        self,
+        previous_id: Any,
+        distinct_id: Any = None,
+        timestamp: dt.datetime | float | str | None = None,
+        uuid: str | None = None,
+        disable_geoip: bool | None = None,
+    ) -> str | None:
+        """Make ``previous_id`` (say an anonymous id) the same person as ``distinct_id``
+        (default: the context's): a ``$create_alias`` event, as the official SDK sends
+        it. Without either id nothing is sent (counted as ``no_distinct_id``)."""
+        previous = choose_distinct_id(previous_id, _NOBODY)
+        context = effective_state()
+        target = choose_distinct_id(distinct_id, context)
+        if previous is None or target is None:
+            self.count_drop(
+                "no_distinct_id", "alias() needs a previous_id and a distinct_id; not sent"
+            )
+            return None
+        when = _event_time(timestamp)
+        uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
+        properties = _with_geoip({"distinct_id": previous, "alias": target}, disable_geoip)
+        pending = PendingEvent(
+            "$create_alias",
+            properties,
+            previous,
+            ContextState(session_id=context.session_id),
+            when,
+            uuid,
+        )
+        return uuid if self.submit(pending) else None
+
+    def group_identify(
+        self,
+        group_type: Any,
+        group_key: Any,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: dt.datetime | float | str | None = None,
+        uuid: str | None = None,
+        disable_geoip: bool | None = None,
+        distinct_id: Any = None,
+    ) -> str | None:
+        """Set properties on a group: a ``$groupidentify`` event (``$group_type``,
+        ``$group_key``, ``$group_set``), as the official SDK sends it. Without a type or
+        a key nothing is sent (counted as ``no_group``)."""
+        if properties is not None and not isinstance(properties, Mapping):
+            raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
+        kind = choose_distinct_id(group_type, _NOBODY)
+        key = choose_distinct_id(group_key, _NOBODY)
+        if kind is None or key is None:
+            self.count_drop(
+                "no_group", "group_identify() needs a group_type and a group_key; not sent"
+            )
+            return None
+        context = effective_state()
+        when = _event_time(timestamp)
+        uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
+        # Always sent for a person, as by the official SDK: a new id when there is none.
+        who = choose_distinct_id(distinct_id, context) or uuid_for(when)
+        group = {"$group_type": kind, "$group_key": key, "$group_set": dict(properties or {})}
+        pending = PendingEvent(
+            "$groupidentify",
+            _with_geoip(group, disable_geoip),
+            who,
+            ContextState(session_id=context.session_id),
+            when,
+            uuid,
+        )
+        return uuid if self.submit(pending) else None
+
+    def flush(self, timeout: float | None = None, *, timeout_seconds: float | None = None) -> bool:
+        """Send everything queued so far; wait at most ``timeout`` seconds (default
+        ``shutdown_timeout``; ``timeout_seconds``, the official SDK's name, is the same).
 
         Returns True when all of it has left memory in time: sent, refused by the
         server, or (with a spool) written to disk. Events whose retries would run past
         the deadline stay queued and are tried again later. Called from a hook the
         sender runs (``on_error``), it cannot wait for that sender and returns False.
         """
+        if timeout_seconds is not None:
+            if timeout is not None and timeout != timeout_seconds:
+                raise TypeError("give timeout or timeout_seconds, not both")
+            timeout = timeout_seconds
         return self._sender.flush(self.shutdown_timeout if timeout is None else timeout)
+
+    def join(self) -> bool:
+        """As in the official SDK: send what is queued and stop, i.e. :meth:`shutdown`."""
+        return self.shutdown()
+
+    # -- the official SDK's client-bound context API: the module's own ------------------
+
+    new_context = staticmethod(contexts.new_context)
+    scoped = staticmethod(contexts.scoped)
+    tag = staticmethod(contexts.tag)
+    get_tags = staticmethod(contexts.get_tags)
+    identify_context = staticmethod(contexts.identify_context)
+    set_context_session = staticmethod(contexts.set_context_session)
+
+    # -- feature flags: not here (FeatureFlagsNotSupported) ----------------------------
+
+    feature_enabled = _flags_method("feature_enabled")
+    get_feature_flag = _flags_method("get_feature_flag")
+    get_feature_flag_result = _flags_method("get_feature_flag_result")
+    get_feature_flag_payload = _flags_method("get_feature_flag_payload")
+    get_remote_config_payload = _flags_method("get_remote_config_payload")
+    get_all_flags = _flags_method("get_all_flags")
+    get_all_flags_and_payloads = _flags_method("get_all_flags_and_payloads")
+    evaluate_flags = _flags_method("evaluate_flags")
+    feature_flag_definitions = _flags_method("feature_flag_definitions")
+    load_feature_flags = _flags_method("load_feature_flags")
+    get_feature_variants = _flags_method("get_feature_variants")
+    get_feature_payloads = _flags_method("get_feature_payloads")
+    get_feature_flags_and_payloads = _flags_method("get_feature_flags_and_payloads")
+    get_flags_decision = _flags_method("get_flags_decision")
+    get_feature_flag_evaluation_runtime = _flags_method("get_feature_flag_evaluation_runtime")
+    get_feature_flag_keys_by_evaluation_runtime = _flags_method(
+        "get_feature_flag_keys_by_evaluation_runtime"
+    )
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout`` (default ``shutdown_timeout``), stop the sender.
@@ -372,9 +705,11 @@ class Client:
         properties: Mapping[str, Any] | None = None,
         *,
         distinct_id: Any = None,
-        timestamp: float | None = None,
+        timestamp: dt.datetime | float | None = None,
         context: ContextState | None = None,
         trace: tuple[str, str, int] | None = ACTIVE_SPAN,
+        uuid: str | None = None,
+        groups: Mapping[str, Any] | None = None,
     ) -> str | None:
         """Make an ``$exception`` event and queue it: the one way every front-end and
         hook sends an exception. Returns its uuid, or None when nothing was queued.
@@ -420,7 +755,8 @@ class Client:
             info = dataclasses.replace(info, steps=trail.snapshot())
         if timestamp is None:
             timestamp = time.time()
-        uuid = uuid_for(timestamp)
+        if uuid is None:
+            uuid = uuid_for(timestamp)
         pending = PendingEvent(
             "$exception",
             dict(properties) if properties else None,
@@ -428,7 +764,7 @@ class Client:
             context,
             timestamp,
             uuid,
-            None,
+            groups,
             info,
             trace_context() if trace is ACTIVE_SPAN else trace,
         )
@@ -477,7 +813,13 @@ class Client:
         )
 
     def _person_update(
-        self, kind: str, properties: Mapping[str, Any], distinct_id: Any
+        self,
+        kind: str,
+        properties: Mapping[str, Any],
+        distinct_id: Any,
+        timestamp: dt.datetime | float | str | None,
+        uuid: str | None,
+        disable_geoip: bool | None,
     ) -> str | None:
         if not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
@@ -488,13 +830,70 @@ class Client:
             )
             return None
         # Only the given properties: the context's tags describe events, not the person.
-        timestamp = time.time()
-        uuid = uuid_for(timestamp)
+        when = _event_time(timestamp)
+        uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
         person = ContextState(distinct_id=context.distinct_id)
         pending = PendingEvent(
-            kind, {kind: dict(properties)}, distinct_id, person, timestamp, uuid, None, None
+            kind,
+            _with_geoip({kind: dict(properties)}, disable_geoip),
+            distinct_id,
+            person,
+            when,
+            uuid,
+            None,
+            None,
         )
         return uuid if self.submit(pending) else None
+
+
+#: No one: to read an id given to alias() or group_identify() without a context's.
+_NOBODY = ContextState()
+
+_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+_COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def _event_time(value: Any) -> dt.datetime | float:
+    """An event's time from what a caller gave: now for None; ISO 8601 text parsed as
+    the official SDK parses it (a time without a zone is UTC; text that is not a time is
+    replaced by now, with a warning); anything else checked by :func:`checked_timestamp`."""
+    if value is None:
+        return time.time()
+    if isinstance(value, str):
+        parsed = _parse_iso(value)
+        if parsed is None:
+            logger.warning(
+                "posthog_logging: invalid timestamp %r (not an ISO 8601 date and time); "
+                "the current time is sent instead",
+                value,
+            )
+            return time.time()
+        value = parsed
+    return checked_timestamp(value)
+
+
+def _parse_iso(text: str) -> dt.datetime | None:
+    stripped = text.strip()
+    if _DATE_ONLY.fullmatch(stripped):  # a day is not a time
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(
+            _COMPACT_OFFSET.sub(r"\1:\2", stripped.replace("Z", "+00:00"))
+        )
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _with_geoip(
+    properties: Mapping[str, Any] | None, disable_geoip: bool | None
+) -> dict[str, Any] | None:
+    """A copy of ``properties``, with ``$geoip_disable`` when ``disable_geoip`` is given."""
+    copied = dict(properties) if properties else None
+    if disable_geoip is not None:
+        copied = copied or {}
+        copied["$geoip_disable"] = parse_flag(disable_geoip, "disable_geoip")
+    return copied
 
 
 def _checked_host(host: str) -> str:

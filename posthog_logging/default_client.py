@@ -1,11 +1,11 @@
 """The process-wide default client behind the module-level functions.
 
 Built lazily, on first use, from (in order of precedence) ``configure(...)``, the
-module attributes users set (``posthog_logging.api_key = ...``, ``host``, ``debug``,
-``disabled``, ``enable_exception_autocapture``, ``capture_exception_code_variables``),
-then the environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``). Changing ``api_key``,
-``host`` or ``capture_exception_code_variables`` later builds a new client for the events
-that follow.
+module attributes users set (``posthog_logging.api_key = ...`` or, as the official SDK
+names it, ``project_api_key``; the other :data:`SETTINGS`; ``disabled``/``send`` and
+``enable_exception_autocapture``), then the environment (``POSTHOG_API_KEY``,
+``POSTHOG_HOST``). Changing one of the settings later builds a new client for the events
+that follow (``disabled`` and ``send`` apply to the current one at its next call).
 
 ``enable_exception_autocapture`` takes effect when it is set (:func:`autocapture_set`):
 a script that crashes before it sends anything else still reports the crash.
@@ -30,7 +30,26 @@ from .events import ExceptionInfo
 _lock = threading.RLock()
 _configured: Client | None = None
 _lazy: Client | None = None
-_lazy_key: tuple[Any, Any, bool] | None = None
+_lazy_key: tuple[Any, ...] | None = None
+#: How many times a setting was set (:func:`settings_changed`); the settings are read
+#: again when it moved, not at every call.
+_generation = 0
+_lazy_generation = -1
+
+#: The module attributes a default client is made from, each the Client option of its
+#: name (besides the key: ``project_api_key``, else ``api_key``).
+SETTINGS = (
+    "host",
+    "debug",
+    "sync_mode",
+    "super_properties",
+    "before_send",
+    "on_error",
+    "disable_geoip",
+    "capture_exception_code_variables",
+    "code_variables_mask_patterns",
+    "code_variables_ignore_patterns",
+)
 #: Default clients made for a configuration that could not make one: never enabled.
 _unusable: weakref.WeakSet[Client] = weakref.WeakSet()
 
@@ -39,41 +58,67 @@ def _package() -> Any:
     return sys.modules[__package__]
 
 
+def settings_changed() -> None:
+    """A module attribute of :data:`SETTINGS` (or the key) was set: read them again."""
+    global _generation
+    _generation += 1
+
+
+def _settings(pkg: Any) -> tuple[Any, ...]:
+    """The key, then the :data:`SETTINGS` in their order (a dict or list copied: the
+    client keeps what was set when it was built)."""
+    key = pkg.project_api_key if _text(pkg.project_api_key) else pkg.api_key
+    values = []
+    for name in SETTINGS:
+        value = getattr(pkg, name)
+        if isinstance(value, dict):
+            value = dict(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values.append(value)
+    return (key, *values)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
 def get_client() -> Client:
     """The default client, built on first use."""
-    global _lazy, _lazy_key
+    global _lazy, _lazy_key, _lazy_generation
     client = _configured
     if client is not None:
         return client
     pkg = _package()
-    key = (pkg.api_key, pkg.host, bool(pkg.capture_exception_code_variables))
     client = _lazy
-    if client is None or key != _lazy_key:
+    if client is None or _lazy_generation != _generation:
         with _lock:
-            if _lazy is None or key != _lazy_key:
+            generation = _generation
+            settings = _settings(pkg)
+            if _lazy is None or settings != _lazy_key:
                 old = _lazy
-                _lazy = _made(pkg, key[2])
-                _lazy_key = key
+                _lazy = _made(settings)
+                _lazy_key = settings
                 if old is not None:  # send what it holds, without blocking this caller
                     threading.Thread(target=old.shutdown, daemon=True).start()
+            _lazy_generation = generation
             client = _lazy
-    client.disabled = bool(pkg.disabled) or client in _unusable
+    client.disabled = bool(pkg.disabled) or not pkg.send or client in _unusable
     return client
 
 
-def _made(pkg: Any, code_variables: bool) -> Client:
+def _made(settings: tuple[Any, ...]) -> Client:
     """The default client from the module attributes and the environment. A
     configuration that cannot make one (a host without its scheme, say) is said once, as
     an error, and gives a disabled client: the log call that got here must not raise."""
     # Not enable_exception_autocapture: the module attribute installs the hooks itself
     # (autocapture_set), for whichever default client is current.
+    options: dict[str, Any] = dict(zip(SETTINGS, settings[1:], strict=True))
+    options["debug"] = bool(options["debug"])
+    options["sync_mode"] = bool(options["sync_mode"])
+    options["capture_exception_code_variables"] = bool(options["capture_exception_code_variables"])
     try:
-        return Client(
-            api_key=pkg.api_key,
-            host=pkg.host,
-            debug=bool(pkg.debug),
-            capture_exception_code_variables=code_variables,
-        )
+        return Client(api_key=settings[0], **options)
     except (TypeError, ValueError) as exc:
         logger.error("posthog_logging: the default client is not configured right: %s", exc)
         unusable = Client(disabled=True, host=DEFAULT_HOST)
@@ -107,6 +152,22 @@ def adopt(client: Client) -> None:
     with _lock:
         if _configured is None:
             _configured = client
+
+
+def replace(client: Client | None) -> None:
+    """``posthog_logging.default_client = client`` (as the official SDK lets one set
+    ``posthog.default_client``): ``client`` is the default from now on; None forgets the
+    default client, which is built again at the next call."""
+    global _configured
+    if client is None:
+        reset()
+        return
+    if not isinstance(client, Client):
+        raise TypeError(f"default_client must be a posthog_logging.Client, got {client!r}")
+    with _lock:
+        old, _configured = _configured, client
+    if old is not None and old is not client:
+        old.shutdown()
 
 
 def reset() -> None:

@@ -11,7 +11,7 @@ Property precedence, lowest first (a later layer overwrites an earlier one):
 1. library defaults: ``$python_version``, ``$python_runtime``, ``$os``, ``$os_version``,
    ``$geoip_disable``;
 2. the client's ``super_properties``;
-3. the context's tags;
+3. the context's tags, and ``$context_tags``: their names, as the official SDK sends them;
 4. ``$session_id`` from the context, ``$trace_id``/``$span_id`` from the active
    OpenTelemetry span, an exception's ``$exception_fingerprint`` and ``$exception_steps``;
 5. the properties given to the call (a ``$session_id`` given here wins over the context's);
@@ -202,6 +202,8 @@ class EventBuilder:
         properties = self._constant.copy()
         if context.tags:
             properties.update(self._safe(context.tags))
+            # The names of the tags it got from its context, as the official SDK sends them.
+            properties["$context_tags"] = list(context.tags)
         if context.session_id:
             properties["$session_id"] = context.session_id
         given = pending.properties

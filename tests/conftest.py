@@ -47,6 +47,15 @@ def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("disabled", False),
         ("enable_exception_autocapture", False),
         ("capture_exception_code_variables", False),
+        ("project_api_key", None),
+        ("super_properties", None),
+        ("before_send", None),
+        ("on_error", None),
+        ("sync_mode", False),
+        ("send", True),
+        ("disable_geoip", True),
+        ("code_variables_mask_patterns", None),
+        ("code_variables_ignore_patterns", None),
     ):
         setattr(posthog_logging, attr, value)
     root.handlers[:] = handlers

@@ -142,7 +142,12 @@ class TestPrecedence:
                 "$os_version",
                 "$geoip_disable",
                 "$lib_version",
+                "$context_tags",
             }
+            if context.tags:  # the names of the tags it got, as the official SDK sends
+                assert got["$context_tags"] == [str(key) for key in context.tags]
+            else:
+                assert "$context_tags" not in got
             assert built["event"] == name
             assert built["uuid"] == pending.uuid
             assert built["distinct_id"] == (person[:200] if person else pending.uuid)
@@ -156,7 +161,7 @@ class TestPrecedence:
         for plan in ("pro", "team"):
             pending = PendingEvent("e", {"plan": plan}, None, context, now, uuid7(now))
             payload = builder.build(pending)
-            assert payload.count(b'"plan"') == 1
+            assert payload.count(b'"plan":') == 1
             assert json.loads(payload)["properties"]["plan"] == plan
             assert json.loads(payload)["properties"]["a"] == 1
 

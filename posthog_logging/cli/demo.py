@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -139,10 +140,16 @@ def later_visit(user_id: str) -> None:
         log.info("signup_completed", extra={"event": True, "referrer": "newsletter"})
 
 
-def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) -> int:
+def run_demo(
+    data_dir: Path | None = None,
+    port: int = 0,
+    keep: bool = False,
+    command: str = "python -m posthog_logging",
+) -> int:
     """Run the demo end to end and print what arrived. Returns an exit status.
 
-    With ``keep``, the server stays up afterwards, with its web view, until Ctrl-C.
+    With ``keep``, the server stays up afterwards, with its web view, until Ctrl-C. The
+    closing hint names the *command* that lists what arrived, and the same *data_dir*.
     """
     started = time.time()
     with LocalServer("127.0.0.1", port, data_dir=data_dir) as server:
@@ -223,11 +230,8 @@ def run_demo(data_dir: Path | None = None, port: int = 0, keep: bool = False) ->
             f"{stats.dropped_total + again.dropped_total}, failed {stats.failed + again.failed}. "
             f"Session {session_id}."
         )
-        where = f" --data-dir {data_dir}" if data_dir else ""
-        print(
-            f"List them again: python -m posthog_logging events{where}"
-            f" (and: python -m posthog_logging logs{where})"
-        )
+        where = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir is not None else ""
+        print(f"List them again: {command} events{where} (and: {command} logs{where})")
         print(f"See them in the web view: {server.url}/" + ("" if keep else "  (demo --keep)"))
         logging.getLogger().handlers.clear()
         default_client.reset()

@@ -1,6 +1,8 @@
 """Tables of what the local server stored, for a terminal: `format_events` and `format_logs`.
 
-The ``events`` and ``logs`` commands print them, and so does the demo.
+The ``events`` and ``logs`` commands print them, and so does the demo. Persons and
+sessions too long for their column keep their start and their end (``0192…3c8e1f2a``):
+UUIDv7 sessions made in the same second share their first characters.
 """
 
 from __future__ import annotations
@@ -12,10 +14,26 @@ from typing import Any
 
 __all__ = ["format_events", "format_logs"]
 
+#: Widths of the person and session columns. A longer id keeps its first characters
+#: and its last eight, e.g. ``0192…3c8e1f2a`` for a session.
+PERSON_WIDTH = 16
+SESSION_WIDTH = 13
+
 
 def _short(value: Any, width: int) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _ends(value: Any, width: int, tail: int = 8) -> str:
+    """An identifier cut to *width* by dropping its middle: the first characters, an
+    ellipsis and the last *tail*. Ids made close together (UUIDv7 sessions) share their
+    start, the time, and differ at the end, which a cut at the end would hide."""
+    text = "" if value is None else str(value)
+    if len(text) <= width:
+        return text
+    head = max(0, width - tail - 1)
+    return text[:head] + "…" + text[-tail:]
 
 
 def _summary(event: dict[str, Any]) -> str:
@@ -50,8 +68,8 @@ def format_events(events: Sequence[dict[str, Any]]) -> str:
             (
                 stamp[11:23] if len(stamp) >= 23 else stamp,
                 _short(e.get("event"), 24),
-                _short(person, 16),
-                _short(props.get("$session_id"), 12),
+                _ends(person, PERSON_WIDTH),
+                _ends(props.get("$session_id"), SESSION_WIDTH),
                 _short(_summary(e), 96),
             )
         )
@@ -74,8 +92,8 @@ def format_logs(lines: Sequence[dict[str, Any]]) -> str:
                 stamp[:12],
                 _short(line.get("severity_text") or line.get("severity_number"), 8),
                 _short(line.get("service_name"), 16),
-                _short(line.get("distinct_id"), 16),
-                _short(line.get("session_id"), 12),
+                _ends(line.get("distinct_id"), PERSON_WIDTH),
+                _ends(line.get("session_id"), SESSION_WIDTH),
                 _short(text, 96),
             )
         )

@@ -272,6 +272,12 @@ class EventStore:
             (total,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
         return int(total)
 
+    def log_count(self) -> int:
+        """How many log lines are stored."""
+        with self._lock:
+            (total,) = self._conn.execute("SELECT count(*) FROM logs").fetchone()
+        return int(total)
+
     def clear(self) -> None:
         """Delete every stored event."""
         with self._lock, self._conn:
