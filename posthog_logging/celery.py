@@ -82,7 +82,7 @@ def _before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
             "tags": to_jsonable(dict(state.tags)),  # whatever the message serializer is
         }
     except Exception:  # never stop a task from being sent
-        logger.debug("posthog_logging: could not attach the context to a task", exc_info=True)
+        logger.debug("could not attach the context to a task", exc_info=True)
 
 
 def _task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
@@ -105,7 +105,7 @@ def _task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None
         tag("celery_task", getattr(task, "name", None))
         tag("celery_task_id", task_id)
     except Exception:
-        logger.debug("posthog_logging: could not restore a task's context", exc_info=True)
+        logger.debug("could not restore a task's context", exc_info=True)
 
 
 def _task_postrun(task_id: str | None = None, **_: Any) -> None:
@@ -130,7 +130,7 @@ def _task_failure(
     try:
         _client().submit_exception(exception, info, properties)
     except Exception:
-        logger.debug("posthog_logging: could not capture a task failure", exc_info=True)
+        logger.debug("could not capture a task failure", exc_info=True)
 
 
 def _process_shutdown(**_: Any) -> None:

@@ -388,7 +388,9 @@ class Client:
         self._log_builder = LogBuilder(redactor, on_collision=self._property_collision)
         if debug:
             logger.setLevel(logging.DEBUG)
-            if not logger.handlers:
+            # A handler of our own only where none would show the lines (an application
+            # that configured logging sees them through its own, once).
+            if not logger.hasHandlers():
                 logger.addHandler(logging.StreamHandler())
         if self.api_key is None and not disabled and lifecycle.redirection() is None:
             self._sender.ledger.warner.said("no_api_key")  # here: not again at the capture

@@ -120,7 +120,7 @@ def _made(settings: tuple[Any, ...]) -> Client:
     try:
         return Client(api_key=settings[0], **options)
     except (TypeError, ValueError) as exc:
-        logger.error("posthog_logging: the default client is not configured right: %s", exc)
+        logger.error("the default client is not configured right: %s", exc)
         unusable = Client(disabled=True, host=DEFAULT_HOST)
         _unusable.add(unusable)  # stays disabled, whatever the module attribute says
         return unusable

@@ -98,7 +98,7 @@ def _safe(name: str, value: str | None) -> str | None:
     # The value itself is never logged: it is personal data, and could be anything.
     _unsafe.warn(
         name,
-        "posthog_logging: the context's %s value is not sent: it is not a safe HTTP header "
+        "the context's %s value is not sent: it is not a safe HTTP header "
         "value (line breaks or other control characters, non-ASCII text, surrounding "
         "spaces, or more than %d characters)",
         name,
@@ -169,7 +169,7 @@ def _read_headers(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None)
             if text := text.strip():
                 found[key] = text
     except Exception:  # headers of a shape we cannot read: an anonymous context
-        _failed.warn("read", "posthog_logging: could not read context headers", exc_info=True)
+        _failed.warn("read", "could not read context headers", exc_info=True)
     return found
 
 
@@ -301,7 +301,7 @@ def _requests_with_context(
         copy.headers.update(missing)
         return copy
     except Exception:  # never fail a request for its headers
-        _failed.warn("requests", "posthog_logging: could not add context headers", exc_info=True)
+        _failed.warn("requests", "could not add context headers", exc_info=True)
         return request
 
 
@@ -322,7 +322,7 @@ def _httpx_with_context(request: httpx.Request, hosts: _Hosts) -> httpx.Request:
             extensions=request.extensions,
         )
     except Exception:
-        _failed.warn("httpx", "posthog_logging: could not add context headers", exc_info=True)
+        _failed.warn("httpx", "could not add context headers", exc_info=True)
         return request
 
 
@@ -389,7 +389,7 @@ def instrument_requests(allowed_hosts: Iterable[str] = ()) -> None:
     """
     hosts = _Hosts.parse(allowed_hosts)  # checked before anything changes
     if not hosts:
-        logger.debug("posthog_logging: instrument_requests() without allowed_hosts sends nothing")
+        logger.debug("instrument_requests() without allowed_hosts sends nothing")
     with _lock:
         _requests_patch.install(requests.adapters.HTTPAdapter, "send", _wrap_requests, hosts)
 
@@ -428,7 +428,7 @@ def instrument_httpx(allowed_hosts: Iterable[str] = ()) -> None:
     """
     hosts = _Hosts.parse(allowed_hosts)
     if not hosts:
-        logger.debug("posthog_logging: instrument_httpx() without allowed_hosts sends nothing")
+        logger.debug("instrument_httpx() without allowed_hosts sends nothing")
     try:
         import httpx
     except ImportError as exc:  # httpx is the application's, not a dependency of ours
@@ -537,7 +537,7 @@ class httpx_request_hook:
         try:
             self._apply(request)
         except Exception:
-            _failed.warn("hook", "posthog_logging: could not add context headers", exc_info=True)
+            _failed.warn("hook", "could not add context headers", exc_info=True)
         return _DONE
 
     def _apply(self, request: httpx.Request) -> None:

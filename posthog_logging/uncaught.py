@@ -139,7 +139,7 @@ def _capture(
             target.submit_exception(exc, info, properties)
     except Exception:
         with contextlib.suppress(Exception):
-            logger.debug("posthog_logging: could not capture an uncaught exception", exc_info=True)
+            logger.debug("could not capture an uncaught exception", exc_info=True)
 
 
 class _ProcessHook:

@@ -88,7 +88,7 @@ class RequestOptions:
                 found = self.identify(native)
             except Exception:
                 self._identify_failed.warn(
-                    "identify", "posthog_logging: identify() raised; ignored", exc_info=True
+                    "identify", "identify() raised; ignored", exc_info=True
                 )
                 found = None
             if found is not None and as_text(found):
@@ -119,7 +119,7 @@ class RequestOptions:
         try:
             client.submit_exception(exc, info)
         except Exception:  # never replace the application's error with ours
-            logger.debug("posthog_logging: could not capture a request error", exc_info=True)
+            logger.debug("could not capture a request error", exc_info=True)
 
 
 class RequestMiddleware:

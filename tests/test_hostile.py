@@ -738,7 +738,7 @@ def test_whitespace_api_key_is_no_key(
         client.shutdown(1)
     assert server.requests == []
     assert [r.getMessage() for r in caplog.records].count(
-        "posthog_logging: no API key (pass api_key= or set POSTHOG_API_KEY); nothing will be sent"
+        "no API key (pass api_key= or set POSTHOG_API_KEY); nothing will be sent"
     ) == 1
 
 

@@ -30,6 +30,7 @@ from posthog_logging.cli.demo import shop_session
 from posthog_logging.ids import uuid7
 from posthog_logging.server import LocalServer
 
+from .conftest import API_KEY
 from .helpers import stored_line, wait_for_lines
 
 try:
@@ -362,6 +363,26 @@ def set_filter(driver: Chrome, field: str, value: str) -> None:
     box = driver.find_element(By.ID, field)
     box.clear()
     box.send_keys(value)
+
+
+def store_events(server: LocalServer, count: int) -> None:
+    """Send ``count`` events in one batch, as a client's flush does: ``step_0`` to
+    ``step_{count - 1}`` in that order, by ``ann`` (the first hundred) then ``bob``, every
+    fifth in the session ``s-5``."""
+    events = [
+        {
+            "event": f"step_{i}",
+            "distinct_id": "ann" if i < 100 else "bob",
+            "properties": {"n": i, **({"$session_id": "s-5"} if i % 5 == 0 else {})},
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "uuid": uuid7(),
+        }
+        for i in range(count)
+    ]
+    body = {"api_key": API_KEY, "batch": events}
+    response = requests.post(f"{server.url}/batch/", json=body, timeout=WAIT)
+    assert response.status_code == 200, response.text
+    assert server.store.count() == count
 
 
 def clear_filters(driver: Chrome) -> None:
@@ -1183,6 +1204,108 @@ class TestFilters:
         assert page.find_element(By.ID, "filter-session").get_property("value") == session_a
 
 
+class TestManyRows:
+    def test_newest_page_then_show_older_then_live_rows(
+        self, page: Chrome, server: LocalServer, app_log: logging.Logger
+    ) -> None:
+        """With 250 events stored the page shows the newest 200 and says "200 of 250
+        events shown"; "show older" adds the other 50 under them without reloading and goes
+        away; an event logged afterwards still appears on top."""
+        store_events(server, 250)
+        open_view(page, server)
+        page.execute_script("window.__sameDocument = true")
+        rows = wait_rows(page, lambda rows: len(rows) == 200, "the newest 200 events")
+        assert names(rows) == [f"step_{i}" for i in range(249, 49, -1)]
+        count = page.find_element(By.ID, "events-count")
+        assert count.text == "200 of 250 events shown"
+        assert "200 of 250 events, 0 log lines shown" in page.find_element(By.ID, "status").text
+        older = page.find_element(By.ID, "events-older")
+        assert older.is_displayed() and older.text == "show older"
+        assert not page.find_element(By.ID, "logs-older").is_displayed()
+
+        older.click()
+        rows = wait_rows(page, lambda rows: len(rows) == 250, "the 50 older events")
+        assert names(rows) == [f"step_{i}" for i in range(249, -1, -1)]
+        wait_for(page, lambda d: not older.is_displayed(), "the button to go away")
+        assert count.text == ""
+        assert "250 events, 0 log lines shown" in page.find_element(By.ID, "status").text
+
+        with posthog_logging.new_context():
+            posthog_logging.identify_context("carol")
+            app_log.info("signed_in", extra={"event": True})
+        rows = wait_rows(page, lambda rows: len(rows) == 251, "an event logged afterwards")
+        assert (rows[0]["event"], rows[0]["person"]) == ("signed_in", "carol")
+        assert names(rows[1:]) == [f"step_{i}" for i in range(249, -1, -1)]
+        assert not older.is_displayed()
+        assert page.execute_script("return window.__sameDocument") is True
+
+    def test_show_older_keeps_the_filters(self, page: Chrome, server: LocalServer) -> None:
+        """Filtered to a person with more than a page of events, the page counts only theirs
+        and "show older" adds only theirs."""
+        store_events(server, 450)  # ann: step_0 to step_99, bob: step_100 to step_449
+        open_view(page, server)
+        set_filter(page, "filter-person", "bob")
+        rows = wait_rows(
+            page, lambda rows: len(rows) == 200 and of(rows, "person") == {"bob"}, "bob's newest"
+        )
+        wait_for(
+            page,
+            lambda d: d.find_element(By.ID, "events-count").text == "200 of 350 events shown",
+            "bob's count",
+        )
+        page.find_element(By.ID, "events-older").click()
+        rows = wait_rows(page, lambda rows: len(rows) == 350, "bob's older events")
+        assert names(rows) == [f"step_{i}" for i in range(449, 99, -1)]
+        assert of(rows, "person") == {"bob"}
+        wait_for(
+            page, lambda d: not d.find_element(By.ID, "events-older").is_displayed(), "no button"
+        )
+
+    def test_log_lines_are_in_view_without_scrolling_past_the_events(
+        self,
+        page: Chrome,
+        server: LocalServer,
+        line_client: Client,
+        line_log: logging.Logger,
+    ) -> None:
+        """With 250 events stored, the log table's lines are on screen as the page opens:
+        the events scroll in their own panel, not the page."""
+        store_events(server, 250)
+        for body in ("cart loaded", "payment sent", "receipt mailed"):
+            line_log.info(body)
+        assert line_client.flush(WAIT)
+        wait_for_lines(server, 3)
+        open_view(page, server)
+        wait_tables(page, lambda t: (len(t[0]), len(t[1])) == (200, 3), "events and lines")
+        assert page.execute_script("return window.scrollY") == 0
+        height = page.execute_script("return window.innerHeight")
+        for body in ("receipt mailed", "payment sent", "cart loaded"):
+            row = find_line(page, body)
+            assert row.is_displayed()
+            top, bottom = page.execute_script(
+                "const r = arguments[0].getBoundingClientRect(); return [r.top, r.bottom];", row
+            )
+            assert 0 <= top < bottom <= height, f"{body!r} is off screen ({top}-{bottom})"
+        panel_scrolls = "const p = document.getElementById('events-panel');"
+        panel_scrolls += " return p.scrollHeight > p.clientHeight;"
+        assert page.execute_script(panel_scrolls) is True
+
+    def test_filters_button_says_what_it_clears(self, page: Chrome, server: LocalServer) -> None:
+        """The button next to the filters reads "clear filters"; the page points to
+        ``posthog-logging clear`` for emptying the store, and clearing the filters keeps
+        the stored events."""
+        store_events(server, 3)
+        open_view(page, server)
+        button = page.find_element(By.ID, "clear-filters")
+        assert button.text == "clear filters"
+        assert "posthog-logging clear" in page.find_element(By.TAG_NAME, "footer").text
+        set_filter(page, "filter-person", "nobody")
+        wait_for(page, lambda d: d.find_element(By.ID, "empty").is_displayed(), "no rows")
+        clear_filters(page)
+        wait_rows(page, lambda rows: len(rows) == 3, "the events again")
+        assert server.store.count() == 3
+
+
 class TestUntrustedData:
     def test_markup_in_events_is_shown_as_text(
         self, page: Chrome, server: LocalServer, app_log: logging.Logger
@@ -1401,9 +1524,53 @@ class TestEventsApi:
         assert self.get(server, event="paid", distinct_id="bob") == []
         assert len(self.get(server, event="", distinct_id="", session_id="")) == 3
 
-    @pytest.mark.parametrize("params", [{"after": "abc"}, {"after": "1.5"}, {"limit": "ten"}])
+    def test_total_counts_the_matching_events(
+        self, server: LocalServer, logged: dict[str, str]
+    ) -> None:
+        """``total`` is how many stored events match the filters, however many the page
+        holds (``after``, ``before``, ``limit``)."""
+
+        def total(**params: Any) -> int:
+            response = requests.get(f"{server.url}/api/events", params=params, timeout=WAIT)
+            assert response.status_code == 200, response.text
+            count: int = response.json()["total"]
+            return count
+
+        first, _, third = self.get(server)
+        assert total() == 3
+        assert total(limit=1) == total(after=first["seq"]) == total(before=third["seq"]) == 3
+        assert total(event="signed_in") == 2
+        assert total(distinct_id="ann") == 2
+        assert total(session_id=logged["bob"]) == 1
+        assert total(event="paid", distinct_id="ann", session_id=logged["ann"]) == 1
+        assert total(event="paid", distinct_id="bob") == 0
+        assert total(event="", distinct_id="", session_id="") == 3
+
+    def test_before_pages_to_older_events(self, server: LocalServer) -> None:
+        """``before`` returns the newest ``limit`` events that arrived before that seq,
+        oldest first: a page of older events, filters applied."""
+        store_events(server, 250)
+        newest = requests.get(f"{server.url}/api/events", timeout=WAIT).json()
+        assert [e["event"] for e in newest["events"]] == [f"step_{i}" for i in range(50, 250)]
+        assert newest["total"] == 250
+        oldest_shown = newest["events"][0]["seq"]
+        older = requests.get(
+            f"{server.url}/api/events", params={"before": oldest_shown}, timeout=WAIT
+        ).json()
+        assert [e["event"] for e in older["events"]] == [f"step_{i}" for i in range(50)]
+        assert older["total"] == 250
+        few = self.get(server, before=oldest_shown, limit=3)
+        assert [e["event"] for e in few] == ["step_47", "step_48", "step_49"]
+        by_session = self.get(server, before=oldest_shown, session_id="s-5")
+        assert [e["event"] for e in by_session] == [f"step_{i}" for i in range(0, 50, 5)]
+        assert self.get(server, before=newest["events"][0]["seq"] - 50) == []
+
+    @pytest.mark.parametrize(
+        "params", [{"after": "abc"}, {"after": "1.5"}, {"limit": "ten"}, {"before": "-1"}]
+    )
     def test_bad_after_or_limit_is_400(self, server: LocalServer, params: dict[str, str]) -> None:
-        """A non-integer ``after`` or ``limit`` is answered 400 with a JSON error."""
+        """A non-integer ``after``, ``before`` or ``limit`` (or a negative ``before``) is
+        answered 400 with a JSON error."""
         response = requests.get(f"{server.url}/api/events", params=params, timeout=WAIT)
         assert response.status_code == 400
         assert response.headers["Content-Type"].startswith("application/json")
@@ -1490,6 +1657,28 @@ class TestLogsApi:
         assert len(self.get(server, distinct_id="", session_id="")) == 3
         assert len(self.get(server, event="paid")) == 3
 
+    def test_total_and_before(self, server: LocalServer, logged: dict[str, str]) -> None:
+        """``total`` is how many stored lines match the person and session, however many
+        the page holds; ``before`` returns the lines that arrived before that seq."""
+
+        def answer(**params: Any) -> dict[str, Any]:
+            response = requests.get(f"{server.url}/api/logs", params=params, timeout=WAIT)
+            assert response.status_code == 200, response.text
+            found: dict[str, Any] = response.json()
+            return found
+
+        first, second, third = self.get(server)
+        assert answer()["total"] == 3
+        assert answer(limit=1)["total"] == answer(after=first["seq"])["total"] == 3
+        assert answer(distinct_id="ann")["total"] == 2
+        assert answer(session_id=logged["bob"])["total"] == 1
+        assert answer(distinct_id="bob", session_id=logged["ann"])["total"] == 0
+        assert answer(distinct_id="", session_id="", event="paid")["total"] == 3
+        assert self.get(server, before=third["seq"]) == [first, second]
+        assert self.get(server, before=third["seq"], limit=1) == [second]
+        assert self.get(server, before=third["seq"], distinct_id="ann") == [first]
+        assert self.get(server, before=first["seq"]) == []
+
     @pytest.mark.parametrize(
         "params",
         [{"after": "abc"}, {"after": "1.5"}, {"after": "-1"}, {"limit": "ten"}, {"limit": "-5"}],
@@ -1520,17 +1709,22 @@ class TestScreenshot:
         details = open_details(page, find_row(page, "$exception", "user_7", PAYMENT))
         check_exception_details(details, stored_exception(server, "user_7", "PaymentDeclined"))
         page.execute_script("window.scrollTo(0, 0)")
-        # Tall enough for the log table, below the events, to be in the screenshot.
+        # Tall enough for the log table, below the events, to be in the screenshot; the
+        # panels grow with the window, so it grows until the table fits.
         logs_bottom = "document.getElementById('logs').getBoundingClientRect().bottom"
-        bottom = int(page.execute_script(f"return {logs_bottom}")) + 1
         size = page.get_window_size()
-        try:
-            page.set_window_size(size["width"], max(size["height"], bottom + 200))
-            wait_for(
-                page,
-                lambda d: d.execute_script(f"return window.innerHeight >= ({logs_bottom}) + 16"),
-                "a window tall enough for the log table",
+
+        def tall_enough(d: Chrome) -> bool:
+            fits, bottom = d.execute_script(
+                f"return [window.innerHeight >= ({logs_bottom}) + 16, {logs_bottom}]"
             )
+            if not fits:
+                d.set_window_size(size["width"], max(size["height"], int(bottom) + 200))
+            return bool(fits)
+
+        try:
+            wait_for(page, tall_enough, "a window tall enough for the log table")
+            bottom = int(page.execute_script(f"return {logs_bottom}")) + 1
             target = Path(os.environ.get("POSTHOG_LOGGING_SCREENSHOT") or tmp_path / "web-view.png")
             target.parent.mkdir(parents=True, exist_ok=True)
             assert page.save_screenshot(str(target))

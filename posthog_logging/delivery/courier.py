@@ -62,7 +62,7 @@ class Courier:
                 self._ledger.add("logs_sent", len(batch))
             if batch.replay is not None:
                 self._ledger.add("replayed", len(batch))
-            logger.debug("posthog_logging: sent %d events", len(batch))
+            logger.debug("sent %d events", len(batch))
             self._backlog.release(batch)
             return []
         if decision is Decision.SPLIT:
@@ -90,7 +90,7 @@ class Courier:
         self._ledger.add("retried")
         delay = self.retry.delay(batch.attempts, result.retry_after)
         batch.not_before = time.monotonic() + delay
-        logger.debug("posthog_logging: %s; retrying in %.2fs", result.describe(), delay)
+        logger.debug("%s; retrying in %.2fs", result.describe(), delay)
         return [batch]
 
     def give_up(self, batch: Batch, why: str, result: SendResult) -> None:
@@ -108,7 +108,7 @@ class Courier:
                 records = [json.loads(record) for record in batch.records]
                 self._on_error(DeliveryError(result.describe(), result.status), records)
             except Exception:
-                logger.debug("posthog_logging: on_error raised", exc_info=True)
+                logger.debug("on_error raised", exc_info=True)
 
     def late_answer(self, batch: Batch, result: SendResult) -> None:
         """A request answered after shutdown() counted its batch lost: correct that."""

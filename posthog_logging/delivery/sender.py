@@ -322,7 +322,7 @@ class Sender:
         try:
             self._replay(first=True)  # what an earlier run left goes before the new
         except Exception:
-            logger.exception("posthog_logging: could not read the spool")
+            logger.exception("could not read the spool")
         while True:
             self.intake.bell.wait(self._wait_time())
             if self._cycle():
@@ -377,7 +377,7 @@ class Sender:
             self._finish()
             return True
         except Exception:  # a bug here must not kill the sender and lose everything after
-            message = "posthog_logging: unexpected error in the sender"
+            message = "unexpected error in the sender"
             self._errors.warn("sender_error", message, exc_info=True, level=logging.ERROR)
             self.intake.bell.wait(ERROR_PAUSE)  # not a busy loop if it happens every time
             return False

@@ -101,7 +101,7 @@ class Ledger:
 
     def warn(self, key: str, message: str) -> None:
         """Say ``message`` at most once a minute per ``key``: no log storms."""
-        self.warner.warn(key, "posthog_logging: %s", message)
+        self.warner.warn(key, "%s", message)
 
     def stats(self, *, queue: int, in_memory: int, taken: int) -> Stats:
         """The counters as :class:`Stats`, given the length of the ``queue`` to the

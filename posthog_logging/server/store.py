@@ -72,6 +72,20 @@ _LOG_COLUMNS = (
 )
 
 
+def _event_filters(
+    event: str | None, distinct_id: str | None, session_id: str | None
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses and parameters of the web view's event filters (empty ones match any)."""
+    filters = {
+        "event = ?": event,
+        "distinct_id = ?": distinct_id,
+        """json_extract(properties, '$."$session_id"') = ?""": session_id,
+    }
+    clauses = [clause for clause, value in filters.items() if value]
+    params: list[Any] = [value for value in filters.values() if value]
+    return clauses, params
+
+
 def default_data_dir() -> pathlib.Path:
     """Where the local server keeps its data when no directory is given.
 
@@ -170,22 +184,22 @@ class EventStore:
         event: str | None = None,
         distinct_id: str | None = None,
         session_id: str | None = None,
+        before: int = 0,
     ) -> list[dict[str, Any]]:
         """Events for the web view, oldest first, each with its ``seq`` (arrival order).
 
         With ``after`` (a ``seq``), at most ``limit`` events that arrived after it; without,
-        the newest ``limit``. Filters match the name, the person and ``$session_id``.
+        the newest ``limit``. With ``before`` (a ``seq``), only events that arrived before
+        it (so ``before`` alone pages to older events). Filters match the name, the person
+        and ``$session_id``.
         """
-        filters = {
-            "event = ?": event,
-            "distinct_id = ?": distinct_id,
-            """json_extract(properties, '$."$session_id"') = ?""": session_id,
-        }
-        clauses = [clause for clause, value in filters.items() if value]
-        params: list[Any] = [value for value in filters.values() if value]
+        clauses, params = _event_filters(event, distinct_id, session_id)
         if after:
             clauses.append("seq > ?")
             params.append(after)
+        if before:
+            clauses.append("seq < ?")
+            params.append(before)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "ASC" if after else "DESC"
         sql = (
@@ -240,15 +254,18 @@ class EventStore:
         session_id: str | None = None,
         min_severity: int = 0,
         since: float | None = None,
+        before: int = 0,
     ) -> list[dict[str, Any]]:
         """Stored log lines, oldest first; with *limit*, the newest ones (or, with *after*,
-        the first *limit* after that ``seq``). Filters match the person, the session, the
-        least severity number and the earliest ``received_at`` (epoch seconds)."""
+        the first *limit* after that ``seq``). With *before* (a ``seq``), only lines that
+        arrived before it. Filters match the person, the session, the least severity number
+        and the earliest ``received_at`` (epoch seconds)."""
         filters = {
             "distinct_id = ?": distinct_id,
             "session_id = ?": session_id,
             "severity_number >= ?": min_severity or None,
             "seq > ?": after or None,
+            "seq < ?": before or None,
             "received_at >= ?": since,
         }
         clauses = [clause for clause, value in filters.items() if value is not None]
@@ -270,6 +287,30 @@ class EventStore:
         """How many events are stored."""
         with self._lock:
             (total,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
+        return int(total)
+
+    def page_total(
+        self,
+        *,
+        event: str | None = None,
+        distinct_id: str | None = None,
+        session_id: str | None = None,
+    ) -> int:
+        """How many stored events match the filters of `page` (empty ones match any)."""
+        clauses, params = _event_filters(event, distinct_id, session_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            (total,) = self._conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
+        return int(total)
+
+    def logs_total(self, *, distinct_id: str | None = None, session_id: str | None = None) -> int:
+        """How many stored log lines match the person and session filters of `logs`."""
+        filters = {"distinct_id = ?": distinct_id, "session_id = ?": session_id}
+        clauses = [clause for clause, value in filters.items() if value is not None]
+        params = [value for value in filters.values() if value is not None]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            (total,) = self._conn.execute(f"SELECT count(*) FROM logs{where}", params).fetchone()
         return int(total)
 
     def log_count(self) -> int:

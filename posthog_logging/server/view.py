@@ -4,7 +4,7 @@ The page (``index.html``, ``app.js``, ``style.css``) ships in the package's ``st
 directory, next to this module, with no build step; `VIEW_ASSETS` maps each route to its
 file, and `VIEW_HEADERS` are sent with all of the view's answers. `feed` answers
 ``/api/events`` and ``/api/logs`` from the store, oldest first, each row with its
-arrival number ``seq``.
+arrival number ``seq``, with the number of stored rows that match the filters.
 """
 
 from __future__ import annotations
@@ -46,25 +46,33 @@ def read_asset(name: str) -> bytes:
 
 
 def feed(store: EventStore, route: str, query_string: str) -> tuple[int, bytes]:
-    """The web view's feeds: ``/api/events?after=SEQ&limit=&event=&distinct_id=&session_id=``
-    and ``/api/logs?after=SEQ&limit=&distinct_id=&session_id=``: the status and JSON body."""
+    """The web view's feeds, ``/api/events?after=SEQ&before=SEQ&limit=&event=&distinct_id=
+    &session_id=`` and ``/api/logs?after=SEQ&before=SEQ&limit=&distinct_id=&session_id=``:
+    the status and JSON body, the rows (``events`` or ``logs``) and ``total``, how many
+    stored rows match the filters (whatever ``after``, ``before`` and ``limit``)."""
     query = {k: v[-1] for k, v in parse_qs(query_string).items()}
     try:
         after = int(query.get("after", "0"))
+        before = int(query.get("before", "0"))
         limit = min(int(query.get("limit", "200")), 1000)
-        if not 0 <= after < 2**63 or limit < 0:
+        if not (0 <= after < 2**63 and 0 <= before < 2**63) or limit < 0:
             raise ValueError
     except ValueError:
-        detail = "after and limit must be integers >= 0"
+        detail = "after, before and limit must be integers >= 0"
         return 400, Rejection(400, "invalid", detail).body()
     person, session = query.get("distinct_id") or None, query.get("session_id") or None
     answer: dict[str, Any]
     if route == "/api/logs":
-        lines = store.logs(limit, after=after, distinct_id=person, session_id=session)
-        answer = {"logs": lines}
-    else:
-        events = store.page(
-            after, limit, event=query.get("event"), distinct_id=person, session_id=session
+        lines = store.logs(
+            limit, after=after, before=before, distinct_id=person, session_id=session
         )
-        answer = {"events": events}
+        total = store.logs_total(distinct_id=person, session_id=session)
+        answer = {"logs": lines, "total": total}
+    else:
+        name = query.get("event") or None
+        events = store.page(
+            after, limit, event=name, distinct_id=person, session_id=session, before=before
+        )
+        total = store.page_total(event=name, distinct_id=person, session_id=session)
+        answer = {"events": events, "total": total}
     return 200, json.dumps(answer, allow_nan=False, default=str).encode()

@@ -3,12 +3,9 @@
 "use strict";
 
 const POLL_MS = 1000;
-const rows = document.getElementById("event-rows");
-const logRows = document.getElementById("log-rows");
+const PAGE = 200;  // rows asked for at a time
 const statusLine = document.getElementById("status");
 const form = document.getElementById("filters");
-let last = 0;
-let lastLine = 0;
 let generation = 0;
 
 function el(tag, text, className) {
@@ -256,47 +253,115 @@ function renderEvent(event) {
   return row;
 }
 
-async function feed(path, after, extra) {
-  const params = filters();
-  if (!extra) params.delete("event");  // the event name filters events only
-  if (after) params.set("after", String(after));
-  const response = await fetch(`${path}?${params}`, { cache: "no-store" });
+async function feed(path, params, extra) {
+  const query = filters();
+  if (!extra) query.delete("event");  // the event name filters events only
+  for (const [name, value] of Object.entries(params)) {
+    if (value) query.set(name, String(value));
+  }
+  const response = await fetch(`${path}?${query}`, { cache: "no-store" });
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
   return response.json();
 }
 
+// Each table: its rows, the newest and oldest seq shown, and how many stored rows match.
+function list(name, path, extra, render, rowClass, noun) {
+  return {
+    name, path, extra, render, rowClass, noun,
+    body: document.getElementById(name === "events" ? "event-rows" : "log-rows"),
+    empty: document.getElementById(name === "events" ? "empty" : "logs-empty"),
+    count: document.getElementById(`${name}-count`),
+    older: document.getElementById(`${name}-older`),
+    newest: 0, oldest: 0, total: 0, loading: false, noOlder: true,
+  };
+}
+const tables = [
+  list("events", "/api/events", true, renderEvent, "event", "events"),
+  list("logs", "/api/logs", false, renderLine, "line", "log lines"),
+];
+
+function number(value) {
+  return Number(value).toLocaleString("en-US");
+}
+
+function shownCount(table) {
+  return table.body.querySelectorAll(`tr.${table.rowClass}`).length;
+}
+
+// "200 of 1,234 events shown" and a "show older" button while some are not shown.
+function showCounts() {
+  const parts = [];
+  for (const table of tables) {
+    const shown = shownCount(table);
+    const more = !table.noOlder && table.total > shown;
+    table.empty.hidden = shown > 0;
+    table.count.textContent = more ? `${number(shown)} of ${number(table.total)} ${table.noun} shown` : "";
+    table.older.hidden = !more;
+    table.older.disabled = table.loading;
+    parts.push(more ? `${number(shown)} of ${number(table.total)} ${table.noun}` : `${number(shown)} ${table.noun}`);
+  }
+  statusLine.textContent = `${parts.join(", ")} shown · updated ${new Date().toLocaleTimeString()}`;
+}
+
+function received(table, answer, rows, paged) {
+  table.total = Number(answer.total) || 0;
+  if (paged) table.noOlder = rows.length < PAGE;  // a page of the newest, or of older rows
+  for (const row of rows) {
+    table.newest = Math.max(table.newest, row.seq);
+    table.oldest = table.oldest ? Math.min(table.oldest, row.seq) : row.seq;
+  }
+}
+
 async function poll(mine) {
   try {
-    const [events, lines] = await Promise.all([
-      feed("/api/events", last, true),
-      feed("/api/logs", lastLine, false),
-    ]);
+    const answers = await Promise.all(
+      tables.map((table) => feed(table.path, { after: table.newest, limit: PAGE }, table.extra)),
+    );
     if (mine !== generation) return;  // the filters changed meanwhile
-    for (const event of events.events) {
-      rows.prepend(renderEvent(event));
-      last = Math.max(last, event.seq);
-    }
-    for (const line of lines.logs) {
-      logRows.prepend(renderLine(line));
-      lastLine = Math.max(lastLine, line.seq);
-    }
-    document.getElementById("empty").hidden = rows.children.length > 0;
-    document.getElementById("logs-empty").hidden = logRows.children.length > 0;
-    const shown = rows.querySelectorAll("tr.event").length;
-    const linesShown = logRows.querySelectorAll("tr.line").length;
-    statusLine.textContent = `${shown} events, ${linesShown} log lines shown · updated ${new Date().toLocaleTimeString()}`;
+    tables.forEach((table, index) => {
+      const rows = answers[index][table.name];
+      const first = !table.newest;  // asked for the newest rows, not those after one
+      for (const row of rows) table.body.prepend(table.render(row));
+      received(table, answers[index], rows, first);
+    });
+    showCounts();
   } catch (error) {
     statusLine.textContent = `cannot reach the server (${error.message}); retrying`;
   }
   if (mine === generation) setTimeout(() => poll(mine), POLL_MS);
 }
 
+// The page of rows older than the oldest shown, added under the table.
+async function showOlder(table) {
+  if (table.loading || !table.oldest) return;
+  const mine = generation;
+  table.loading = true;
+  showCounts();
+  let failed = null;
+  try {
+    const answer = await feed(table.path, { before: table.oldest, limit: PAGE }, table.extra);
+    if (mine !== generation) return;
+    const rows = answer[table.name];
+    for (let i = rows.length - 1; i >= 0; i -= 1) table.body.append(table.render(rows[i]));
+    received(table, answer, rows, true);
+  } catch (error) {
+    failed = error;
+  } finally {
+    if (mine === generation) table.loading = false;
+  }
+  if (mine !== generation) return;
+  showCounts();
+  if (failed) statusLine.textContent = `cannot reach the server (${failed.message}); try again`;
+}
+
 function restart() {
   generation += 1;
-  last = 0;
-  lastLine = 0;
-  rows.replaceChildren();
-  logRows.replaceChildren();
+  for (const table of tables) {
+    Object.assign(table, { newest: 0, oldest: 0, total: 0, loading: false, noOlder: true });
+    table.body.replaceChildren();
+  }
+  showCounts();
+  statusLine.textContent = "loading…";
   poll(generation);
 }
 
@@ -304,4 +369,5 @@ document.getElementById("host").textContent = window.location.origin;
 form.addEventListener("input", () => { clearTimeout(form.pending); form.pending = setTimeout(restart, 250); });
 form.addEventListener("submit", (e) => { e.preventDefault(); restart(); });
 document.getElementById("clear-filters").addEventListener("click", () => { form.reset(); restart(); });
+for (const table of tables) table.older.addEventListener("click", () => showOlder(table));
 restart();
