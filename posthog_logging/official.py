@@ -107,8 +107,7 @@ class ThroughOfficialClient:
             except Exception as exc:
                 self._warner.warn(
                     "capture",
-                    "the official client's capture() refused an event "
-                    "(%s: %s); it is not sent",
+                    "the official client's capture() refused an event (%s: %s); it is not sent",
                     type(exc).__name__,
                     exc,
                 )

@@ -87,9 +87,7 @@ class RequestOptions:
             try:
                 found = self.identify(native)
             except Exception:
-                self._identify_failed.warn(
-                    "identify", "identify() raised; ignored", exc_info=True
-                )
+                self._identify_failed.warn("identify", "identify() raised; ignored", exc_info=True)
                 found = None
             if found is not None and as_text(found):
                 distinct_id = found
