@@ -145,15 +145,14 @@ def note_official_only(name: str, value: Any, where: str) -> None:
     except Exception:  # a value whose == raises is not a default
         harmless = False
     if not harmless:
-        _official_warner.warn(name, "posthog_logging: %s%s is ignored: %s", where, name, advice)
+        _official_warner.warn(name, "%s%s is ignored: %s", where, name, advice)
 
 
 def _note_flag_arguments(send_feature_flags: Any, flags: Any) -> None:
     if send_feature_flags or flags is not None:
         _official_warner.warn(
             "capture_flags",
-            "posthog_logging: capture(send_feature_flags=/flags=) is ignored: events carry "
-            "no feature flags; %s",
+            "capture(send_feature_flags=/flags=) is ignored: events carry no feature flags; %s",
             _FLAGS_ADVICE,
         )
 
@@ -395,8 +394,7 @@ class Client:
         if self.api_key is None and not disabled and lifecycle.redirection() is None:
             self._sender.ledger.warner.said("no_api_key")  # here: not again at the capture
             logger.warning(
-                "posthog_logging: no API key (pass api_key= or set POSTHOG_API_KEY); "
-                "nothing will be sent"
+                "no API key (pass api_key= or set POSTHOG_API_KEY); nothing will be sent"
             )
         lifecycle.register(self._sender)
         self.enable_exception_autocapture = autocapture
@@ -694,7 +692,7 @@ class Client:
             self._sender.ledger.add("dropped:intake_error")
             self._intake_errors.warn(
                 "intake_error",
-                "posthog_logging: could not take an event (a bug); dropped",
+                "could not take an event (a bug); dropped",
                 exc_info=True,
                 level=logging.ERROR,
             )
@@ -865,7 +863,7 @@ def _event_time(value: Any) -> dt.datetime | float:
         parsed = _parse_iso(value)
         if parsed is None:
             logger.warning(
-                "posthog_logging: invalid timestamp %r (not an ISO 8601 date and time); "
+                "invalid timestamp %r (not an ISO 8601 date and time); "
                 "the current time is sent instead",
                 value,
             )
