@@ -26,9 +26,10 @@ feed a loop) but counted.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,9 @@ from .error_tracking import (
     synthetic_exception,
 )
 from .events import ExceptionInfo, PendingEvent, choose_distinct_id
-from .levels import NEVER, exception_level_name, level_name
+from .flags import parse_flag
+from .held_lines import DEFAULT_MAX_HELD
+from .levels import NEVER, exception_level_name, level_name, parse_level
 from .log_volume import LineRules
 from .otlp import PendingLog
 from .reentry import in_finaliser, this_thread
@@ -59,6 +62,7 @@ __all__ = [
     "LogEntry",
     "Router",
     "exception_of",
+    "router_for",
     "sent_synthetic",
     "split_properties",
     "stamped_context",
@@ -251,6 +255,44 @@ class LogEntry:
         return False
 
 
+def router_for(
+    *,
+    exception_level: Any,
+    logs_level: Any = None,
+    capture_errors_without_exception: Any = True,
+    exception_steps_level: Any = None,
+    exception_steps_max: int = DEFAULT_MAX_STEPS,
+    logs_levels: Mapping[str, Any] | None = None,
+    logs_sample_rates: Mapping[Any, Any] | None = None,
+    logs_hold_level: Any = None,
+    logs_release_level: Any = logging.ERROR,
+    logs_hold_max: int = DEFAULT_MAX_HELD,
+    parse: Callable[[Any, str], int] = parse_level,
+) -> Router:
+    """The :class:`Router` a front-end's options describe: the options every front-end
+    takes, by the same names, checked in one place (levels read by ``parse``: a
+    front-end with level names of its own, loguru's, passes its reader)."""
+    return Router(
+        exception_level=parse(exception_level, "exception_level"),
+        lines=LineRules(
+            logs_level=None if logs_level is None else parse(logs_level, "logs_level"),
+            logs_levels=logs_levels,
+            logs_sample_rates=logs_sample_rates,
+            logs_hold_level=logs_hold_level,
+            logs_release_level=logs_release_level,
+            logs_hold_max=logs_hold_max,
+            parse=parse,
+        ),
+        errors_without_exception=parse_flag(
+            capture_errors_without_exception, "capture_errors_without_exception"
+        ),
+        steps_level=None
+        if exception_steps_level is None
+        else parse(exception_steps_level, "exception_steps_level"),
+        max_steps=exception_steps_max,
+    )
+
+
 class Router:
     """Turns log entries into events, ``$exception`` events, log lines and steps."""
 
@@ -265,6 +307,7 @@ class Router:
         lines: LineRules | None = None,
     ) -> None:
         self.exception_level = exception_level
+        self.steps_level = steps_level
         #: Which lines go to PostHog Logs (per logger, sampled, held back).
         self.lines = LineRules(logs_level=logs_level) if lines is None else lines
         self.logs_threshold = self.lines.floor

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .held_lines import DEFAULT_MAX_HELD
@@ -58,6 +58,7 @@ class LineRules:
         logs_hold_level: int | str | None = None,
         logs_release_level: int | str = logging.ERROR,
         logs_hold_max: int = DEFAULT_MAX_HELD,
+        parse: Callable[[Any, str], int] = parse_level,
     ) -> None:
         self.logs_threshold = NEVER if logs_level is None else logs_level
         if logs_levels is not None and not isinstance(logs_levels, Mapping):
@@ -65,14 +66,14 @@ class LineRules:
                 f"logs_levels must be a mapping of logger to level, got {logs_levels!r}"
             )
         self._levels = {
-            str(prefix).strip(): parse_level(level, f"logs_levels[{prefix!r}]")
+            str(prefix).strip(): parse(level, f"logs_levels[{prefix!r}]")
             for prefix, level in (logs_levels or {}).items()
         }
-        self._rates = _rates(logs_sample_rates)
+        self._rates = _rates(logs_sample_rates, parse)
         self.hold_level = (
-            NEVER if logs_hold_level is None else parse_level(logs_hold_level, "logs_hold_level")
+            NEVER if logs_hold_level is None else parse(logs_hold_level, "logs_hold_level")
         )
-        self.release_level = parse_level(logs_release_level, "logs_release_level")
+        self.release_level = parse(logs_release_level, "logs_release_level")
         if (
             isinstance(logs_hold_max, bool)
             or not isinstance(logs_hold_max, int)
@@ -113,14 +114,16 @@ class LineRules:
         return rate < 1.0 and random.random() >= rate
 
 
-def _rates(rates: Mapping[Any, Any] | None) -> tuple[tuple[int, float], ...]:
+def _rates(
+    rates: Mapping[Any, Any] | None, parse: Callable[[Any, str], int]
+) -> tuple[tuple[int, float], ...]:
     if rates is None:
         return ()
     if not isinstance(rates, Mapping):
         raise TypeError(f"logs_sample_rates must be a mapping of level to ratio, got {rates!r}")
     out = []
     for level, rate in rates.items():
-        number = parse_level(level, "logs_sample_rates")
+        number = parse(level, "logs_sample_rates")
         if isinstance(rate, str):
             try:
                 rate = float(rate)

@@ -30,18 +30,16 @@ from .entries import (
     STRUCTLOG_RESERVED,
     TEMPLATE_STAMP,
     LogEntry,
-    Router,
     Where,
     exception_of,
+    router_for,
     sent_synthetic,
     split_properties,
     stamped_context,
 )
 from .error_tracking import mark_captured, snapshot_exception
-from .flags import parse_flag
 from .held_lines import DEFAULT_MAX_HELD
 from .levels import parse_level
-from .log_volume import LineRules
 from .official import as_client
 from .reentry import in_finaliser, this_thread
 from .serialisation import as_text
@@ -221,29 +219,17 @@ class PostHogHandler(logging.Handler):
             raise ValueError("pass either client= or client options (api_key, host, ...), not both")
         if client is not None:  # ours, or an official posthog.Posthog to send through
             client = as_client(client)
-        exception_level = parse_level(exception_level, "exception_level")
-        logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
-        steps_level = (
-            None
-            if exception_steps_level is None
-            else parse_level(exception_steps_level, "exception_steps_level")
-        )
-        lines = LineRules(
+        router = router_for(
+            exception_level=exception_level,
             logs_level=logs_level,
+            capture_errors_without_exception=capture_errors_without_exception,
+            exception_steps_level=exception_steps_level,
+            exception_steps_max=exception_steps_max,
             logs_levels=logs_levels,
             logs_sample_rates=logs_sample_rates,
             logs_hold_level=logs_hold_level,
             logs_release_level=logs_release_level,
             logs_hold_max=logs_hold_max,
-        )
-        router = Router(
-            exception_level=exception_level,
-            lines=lines,
-            errors_without_exception=parse_flag(
-                capture_errors_without_exception, "capture_errors_without_exception"
-            ),
-            steps_level=steps_level,
-            max_steps=exception_steps_max,
         )
         ignored = _names(ignore_loggers)
         owns_client = client is None and bool(api_key or host or client_options)
@@ -251,10 +237,10 @@ class PostHogHandler(logging.Handler):
             client = Client(api_key, host, **client_options)
         super().__init__(level)
         self.event_key = event_key
-        self.exception_level = exception_level
-        self.logs_level = logs_level
+        self.exception_level = router.exception_level
+        self.logs_level = None if logs_level is None else router.lines.logs_threshold
         self.capture_errors_without_exception = router.errors_without_exception
-        self.exception_steps_level = steps_level
+        self.exception_steps_level = router.steps_level
         self._router = router
         self._wants = self._router.wants  # asked of every record: bound once
         self._floor = self._router.floor

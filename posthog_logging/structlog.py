@@ -48,17 +48,15 @@ from .entries import (
     STAMPS,
     STRUCTLOG_RESERVED,
     LogEntry,
-    Router,
     Where,
     exception_of,
+    router_for,
     sent_synthetic,
     split_properties,
     stamped_context,
 )
-from .flags import parse_flag
 from .held_lines import DEFAULT_MAX_HELD
-from .levels import NEVER, entry_level, parse_level
-from .log_volume import LineRules
+from .levels import NEVER, entry_level
 from .official import as_client
 from .serialisation import as_text
 from .steps import DEFAULT_MAX_STEPS
@@ -150,31 +148,22 @@ class PostHogProcessor:
         # Ours, or an official posthog.Posthog to send through.
         self._client = None if client is None else as_client(client)
         self.event_key = event_key
-        self.exception_level = parse_level(exception_level, "exception_level")
-        self.logs_level = None if logs_level is None else parse_level(logs_level, "logs_level")
-        self.exception_steps_level = (
-            None
-            if exception_steps_level is None
-            else parse_level(exception_steps_level, "exception_steps_level")
-        )
-        self.capture_errors_without_exception = parse_flag(
-            capture_errors_without_exception, "capture_errors_without_exception"
-        )
-        lines = LineRules(
-            logs_level=self.logs_level,
+        self._router = router_for(
+            exception_level=exception_level,
+            logs_level=logs_level,
+            capture_errors_without_exception=capture_errors_without_exception,
+            exception_steps_level=exception_steps_level,
+            exception_steps_max=exception_steps_max,
             logs_levels=logs_levels,
             logs_sample_rates=logs_sample_rates,
             logs_hold_level=logs_hold_level,
             logs_release_level=logs_release_level,
             logs_hold_max=logs_hold_max,
         )
-        self._router = Router(
-            exception_level=self.exception_level,
-            lines=lines,
-            errors_without_exception=self.capture_errors_without_exception,
-            steps_level=self.exception_steps_level,
-            max_steps=exception_steps_max,
-        )
+        self.exception_level = self._router.exception_level
+        self.logs_level = None if logs_level is None else self._router.lines.logs_threshold
+        self.exception_steps_level = self._router.steps_level
+        self.capture_errors_without_exception = self._router.errors_without_exception
         # Asked of every entry: bound once.
         self._wants, self._route = self._router.wants, self._router.route
         self._threshold = self._router.threshold
