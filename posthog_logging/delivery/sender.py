@@ -51,6 +51,10 @@ MAX_WAIT_FOR_ROOM = 1.0
 #: stops waiting. Long enough for the other threads of a busy process to have their
 #: turns at the GIL (a switch interval each, or longer in C code that keeps it).
 STALLED_AFTER = 0.1
+#: ... and over at least this many of the caller's own looks (each a WAIT_FOR_ROOM_STEP
+#: sleep): a sender that holds the GIL for a while (a garbage collection of a queue full
+#: of events) keeps the caller from looking too, and is not stuck.
+STALLED_STEPS = 50
 
 
 class Sender:
@@ -168,15 +172,20 @@ class Sender:
         deadline = time.monotonic() + MAX_WAIT_FOR_ROOM
         items, limit = self._items, self._max_queue_size
         self.ledger.add("waited_for_room")
-        seen, moved = dispatcher.dequeued, time.monotonic()
+        seen, moved, idle = dispatcher.dequeued, time.monotonic(), 0
         while True:
             time.sleep(WAIT_FOR_ROOM_STEP)
             if len(items) + (dispatcher.taken is not None) < limit:
                 return True
             now = time.monotonic()
             if dispatcher.dequeued != seen:
-                seen, moved = dispatcher.dequeued, now
-            elif now - moved > STALLED_AFTER or now > deadline:
+                seen, moved, idle = dispatcher.dequeued, now, 0
+                continue
+            idle += 1
+            # Stuck: no progress for STALLED_AFTER *while this caller was looking*. A
+            # sender that holds the GIL (a garbage collection, a long call into C) stops
+            # this loop too; the time that passes meanwhile is not a sign it hangs.
+            if (now - moved > STALLED_AFTER and idle >= STALLED_STEPS) or now > deadline:
                 self._stalled_at = seen
                 return False
 
