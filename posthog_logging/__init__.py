@@ -35,20 +35,11 @@ from typing import Any
 
 from . import default_client
 from ._version import __version__
-from .client import (
-    OFFICIAL_ONLY_OPTIONS as _OFFICIAL_ONLY_OPTIONS,
-)
-from .client import (
-    Client,
-    FeatureFlagsNotSupported,
-    Stats,
-)
-from .client import (
-    flags_not_supported as _flags_not_supported,
-)
-from .client import (
-    note_official_only as _note_official_only,
-)
+from .client import Client, Stats
+from .compat import OFFICIAL_ONLY_OPTIONS as _OFFICIAL_ONLY_OPTIONS
+from .compat import FeatureFlagsNotSupported
+from .compat import flags_not_supported as _flags_not_supported
+from .compat import note_official_only as _note_official_only
 from .contexts import (
     current_trail as _current_trail,
 )

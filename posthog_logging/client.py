@@ -14,15 +14,20 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import re
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from . import contexts, uncaught
 from .code_variables import DEFAULT_IGNORE_PATTERNS, DEFAULT_MASK_PATTERNS, VariableRules
+from .compat import (
+    OFFICIAL_ONLY_OPTIONS,
+    flags_method,
+    note_flag_arguments,
+    note_official_only,
+)
 from .contexts import ContextState, current_trail, effective_state
 from .delivery import lifecycle
 from .delivery.http import DEFAULT_HOST, HTTPTransport
@@ -48,171 +53,18 @@ from .flood_control import (
     DEFAULT_REFILL_RATE,
     ExceptionRateLimiter,
 )
-from .ids import checked_timestamp, checked_uuid, uuid_for
+from .ids import checked_uuid, event_time, uuid_for
 from .otlp import LogBuilder, PendingLog
 from .serialisation import DEFAULT_REDACT_KEYS, Redactor
 from .steps import StepTrail
 from .tracing import trace_context
 
-__all__ = ["OFFICIAL_ONLY_OPTIONS", "Client", "FeatureFlagsNotSupported", "Stats"]
+__all__ = ["Client", "Stats"]
 
 OnError = Callable[[Exception, list[dict[str, Any]]], object]
 
 #: ``trace=`` for :meth:`Client.submit_exception`: the span active where it is called.
 ACTIVE_SPAN: Any = object()
-
-_FLAGS_ADVICE = (
-    "feature flags stay with the official SDK: keep a posthog.Posthog client for them "
-    "beside this library (docs/migrating.md)"
-)
-
-#: Options of the official SDK (``posthog.Posthog(...)`` and the ``posthog`` module
-#: attributes) that this library accepts but does not act on: the values that change
-#: nothing (its defaults), and what to do instead. Any other value is said once, as a
-#: warning, per option and process.
-OFFICIAL_ONLY_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
-    **{
-        name: (defaults, _FLAGS_ADVICE)
-        for name, defaults in (
-            ("personal_api_key", (None,)),
-            ("secret_key", (None,)),
-            ("poll_interval", (30,)),
-            ("feature_flags_request_timeout_seconds", (3,)),
-            ("feature_flags_request_max_retries", (1,)),
-            ("enable_local_evaluation", (True,)),
-            ("flag_definition_cache_provider", (None,)),
-            ("flag_fallback_cache_url", (None,)),
-        )
-    },
-    "privacy_mode": ((False,), "LLM analytics stay with the official SDK"),
-    "enable_full_ai_capture": ((False,), "LLM analytics stay with the official SDK"),
-    "metrics": ((None,), "metrics stay with the official SDK"),
-    "traces": ((None,), "tracing stays with the official SDK (or OpenTelemetry)"),
-    "capture_mode": ((None,), "events are sent to /batch/"),
-    "capture_compression": ((None,), "use gzip=True or False"),
-    "thread": ((1,), "one sender thread sends everything"),
-    "historical_migration": ((False,), "not supported"),
-    "app_host": ((None,), "not needed"),
-    "email_request_timeout_seconds": ((15,), "emails stay with the official SDK"),
-    "email_request_max_retries": ((2,), "emails stay with the official SDK"),
-    "migrated_from": ((None,), "not needed"),
-    "is_server": (
-        (True,),
-        "events are always sent with $is_server: true; set it in before_send to change it",
-    ),
-    "log_captured_exceptions": (
-        (False,),
-        "log the exception yourself (logger.exception(...)); this library sends what is "
-        "logged, not the other way round",
-    ),
-    "project_root": ((None,), "use in_app_include / in_app_exclude (module prefixes)"),
-    "in_app_modules": ((None,), "use in_app_include=[...] (module prefixes)"),
-    "capture_trace_context": (
-        (False, True),
-        "$trace_id and $span_id are always sent from inside an OpenTelemetry span",
-    ),
-    "code_variables_mask_url_credentials": (
-        (None, True),
-        "values are masked by code_variables_mask_patterns and redact_keys",
-    ),
-    "code_variables_detect_secrets": (
-        (None, True),
-        "values are masked by code_variables_mask_patterns and redact_keys",
-    ),
-    "enable_exception_autocapture_rate_limiting": (
-        (False, True),
-        "exceptions are rate limited by default (exception_rate_limit=True)",
-    ),
-    "exception_autocapture_bucket_size": ((None, 50), "use exception_bucket_size"),
-    "exception_autocapture_refill_rate": ((None, 10), "use exception_refill_rate"),
-    "exception_autocapture_refill_interval_seconds": (
-        (None, 10, 10.0),
-        "use exception_refill_interval",
-    ),
-}
-
-#: Said once per process: an option of the official SDK, or a feature flag argument.
-_official_warner = Warner(interval=None)
-
-
-def note_official_only(name: str, value: Any, where: str) -> None:
-    """``name`` (an option of :data:`OFFICIAL_ONLY_OPTIONS`) was given ``value``
-    (``where`` is said before the name): say once that it is ignored, and what to do
-    instead, unless it is a value that changes nothing."""
-    defaults, advice = OFFICIAL_ONLY_OPTIONS[name]
-    try:
-        harmless = any(value is d or (type(value) is type(d) and value == d) for d in defaults)
-    except Exception:  # a value whose == raises is not a default
-        harmless = False
-    if not harmless:
-        _official_warner.warn(name, "%s%s is ignored: %s", where, name, advice)
-
-
-def _note_flag_arguments(send_feature_flags: Any, flags: Any) -> None:
-    if send_feature_flags or flags is not None:
-        _official_warner.warn(
-            "capture_flags",
-            "capture(send_feature_flags=/flags=) is ignored: events carry no feature flags; %s",
-            _FLAGS_ADVICE,
-        )
-
-
-class FeatureFlagsNotSupported(NotImplementedError):
-    """Raised by the feature flag methods of the official SDK's API (``feature_enabled``,
-    ``get_feature_flag``, ...): this library does not evaluate feature flags. Keep the
-    official SDK's client for them, beside this library (docs/migrating.md)."""
-
-    def __init__(self, method: str) -> None:
-        super().__init__(
-            f"posthog_logging does not evaluate feature flags ({method}()): keep the "
-            "official SDK for them and run both side by side: "
-            "flags = posthog.Posthog('phc_...', host=...) for flags, posthog_logging for "
-            "logs, events and exceptions (see docs/migrating.md)"
-        )
-        self.method = method
-
-
-#: The feature flag methods of the official SDK (on its module and its client).
-FEATURE_FLAG_METHODS = (
-    "feature_enabled",
-    "get_feature_flag",
-    "get_feature_flag_result",
-    "get_feature_flag_payload",
-    "get_remote_config_payload",
-    "get_all_flags",
-    "get_all_flags_and_payloads",
-    "evaluate_flags",
-    "feature_flag_definitions",
-    "load_feature_flags",
-    "get_feature_variants",
-    "get_feature_payloads",
-    "get_feature_flags_and_payloads",
-    "get_flags_decision",
-    "get_feature_flag_evaluation_runtime",
-    "get_feature_flag_keys_by_evaluation_runtime",
-)
-
-
-def flags_not_supported(name: str) -> Callable[..., NoReturn]:
-    """A stand-in for the feature flag function ``name``: raises
-    :class:`FeatureFlagsNotSupported`."""
-
-    def not_supported(*args: Any, **kwargs: Any) -> NoReturn:
-        raise FeatureFlagsNotSupported(name)
-
-    not_supported.__name__ = not_supported.__qualname__ = name
-    not_supported.__doc__ = f"Not supported: raises :class:`FeatureFlagsNotSupported` ({name})."
-    return not_supported
-
-
-def _flags_method(name: str) -> Callable[..., NoReturn]:
-    def not_supported(self: Client, *args: Any, **kwargs: Any) -> NoReturn:
-        raise FeatureFlagsNotSupported(name)
-
-    not_supported.__name__ = name
-    not_supported.__qualname__ = f"Client.{name}"
-    not_supported.__doc__ = f"Not supported: raises :class:`FeatureFlagsNotSupported` ({name})."
-    return not_supported
 
 
 class Client:
@@ -445,8 +297,8 @@ class Client:
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
-        _note_flag_arguments(send_feature_flags, flags)
-        when = _event_time(timestamp)
+        note_flag_arguments(send_feature_flags, flags)
+        when = event_time(timestamp)
         uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
         pending = PendingEvent(
             event,
@@ -494,8 +346,8 @@ class Client:
             raise TypeError(f"properties must be a mapping, got {type(properties).__name__}")
         if groups is not None and not isinstance(groups, Mapping):
             raise TypeError(f"groups must be a mapping, got {type(groups).__name__}")
-        _note_flag_arguments(send_feature_flags, flags)
-        when = None if timestamp is None else _event_time(timestamp)
+        note_flag_arguments(send_feature_flags, flags)
+        when = None if timestamp is None else event_time(timestamp)
         return self.submit_exception(
             exception,
             ExceptionInfo(mechanism_type="generic", handled=True, level="error"),
@@ -551,7 +403,7 @@ class Client:
                 "no_distinct_id", "alias() needs a previous_id and a distinct_id; not sent"
             )
             return None
-        when = _event_time(timestamp)
+        when = event_time(timestamp)
         uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
         properties = _with_geoip({"distinct_id": previous, "alias": target}, disable_geoip)
         pending = PendingEvent(
@@ -587,7 +439,7 @@ class Client:
             )
             return None
         context = effective_state()
-        when = _event_time(timestamp)
+        when = event_time(timestamp)
         uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
         # Always sent for a person, as by the official SDK: a new id when there is none.
         who = choose_distinct_id(distinct_id, context) or uuid_for(when)
@@ -632,22 +484,22 @@ class Client:
 
     # -- feature flags: not here (FeatureFlagsNotSupported) ----------------------------
 
-    feature_enabled = _flags_method("feature_enabled")
-    get_feature_flag = _flags_method("get_feature_flag")
-    get_feature_flag_result = _flags_method("get_feature_flag_result")
-    get_feature_flag_payload = _flags_method("get_feature_flag_payload")
-    get_remote_config_payload = _flags_method("get_remote_config_payload")
-    get_all_flags = _flags_method("get_all_flags")
-    get_all_flags_and_payloads = _flags_method("get_all_flags_and_payloads")
-    evaluate_flags = _flags_method("evaluate_flags")
-    feature_flag_definitions = _flags_method("feature_flag_definitions")
-    load_feature_flags = _flags_method("load_feature_flags")
-    get_feature_variants = _flags_method("get_feature_variants")
-    get_feature_payloads = _flags_method("get_feature_payloads")
-    get_feature_flags_and_payloads = _flags_method("get_feature_flags_and_payloads")
-    get_flags_decision = _flags_method("get_flags_decision")
-    get_feature_flag_evaluation_runtime = _flags_method("get_feature_flag_evaluation_runtime")
-    get_feature_flag_keys_by_evaluation_runtime = _flags_method(
+    feature_enabled = flags_method("feature_enabled")
+    get_feature_flag = flags_method("get_feature_flag")
+    get_feature_flag_result = flags_method("get_feature_flag_result")
+    get_feature_flag_payload = flags_method("get_feature_flag_payload")
+    get_remote_config_payload = flags_method("get_remote_config_payload")
+    get_all_flags = flags_method("get_all_flags")
+    get_all_flags_and_payloads = flags_method("get_all_flags_and_payloads")
+    evaluate_flags = flags_method("evaluate_flags")
+    feature_flag_definitions = flags_method("feature_flag_definitions")
+    load_feature_flags = flags_method("load_feature_flags")
+    get_feature_variants = flags_method("get_feature_variants")
+    get_feature_payloads = flags_method("get_feature_payloads")
+    get_feature_flags_and_payloads = flags_method("get_feature_flags_and_payloads")
+    get_flags_decision = flags_method("get_flags_decision")
+    get_feature_flag_evaluation_runtime = flags_method("get_feature_flag_evaluation_runtime")
+    get_feature_flag_keys_by_evaluation_runtime = flags_method(
         "get_feature_flag_keys_by_evaluation_runtime"
     )
 
@@ -830,7 +682,7 @@ class Client:
             )
             return None
         # Only the given properties: the context's tags describe events, not the person.
-        when = _event_time(timestamp)
+        when = event_time(timestamp)
         uuid = checked_uuid(uuid) if uuid is not None else uuid_for(when)
         person = ContextState(distinct_id=context.distinct_id)
         pending = PendingEvent(
@@ -848,41 +700,6 @@ class Client:
 
 #: No one: to read an id given to alias() or group_identify() without a context's.
 _NOBODY = ContextState()
-
-_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
-_COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
-
-
-def _event_time(value: Any) -> dt.datetime | float:
-    """An event's time from what a caller gave: now for None; ISO 8601 text parsed as
-    the official SDK parses it (a time without a zone is UTC; text that is not a time is
-    replaced by now, with a warning); anything else checked by :func:`checked_timestamp`."""
-    if value is None:
-        return time.time()
-    if isinstance(value, str):
-        parsed = _parse_iso(value)
-        if parsed is None:
-            logger.warning(
-                "invalid timestamp %r (not an ISO 8601 date and time); "
-                "the current time is sent instead",
-                value,
-            )
-            return time.time()
-        value = parsed
-    return checked_timestamp(value)
-
-
-def _parse_iso(text: str) -> dt.datetime | None:
-    stripped = text.strip()
-    if _DATE_ONLY.fullmatch(stripped):  # a day is not a time
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(
-            _COMPACT_OFFSET.sub(r"\1:\2", stripped.replace("Z", "+00:00"))
-        )
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _with_geoip(

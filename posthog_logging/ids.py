@@ -16,12 +16,22 @@ import datetime as dt
 import math
 import os
 import random
+import re
 import threading
 import time
 import uuid as uuid_module
 from typing import Any
 
-__all__ = ["checked_timestamp", "checked_uuid", "format_timestamp", "uuid7", "uuid_for"]
+from .diagnostics import logger
+
+__all__ = [
+    "checked_timestamp",
+    "checked_uuid",
+    "event_time",
+    "format_timestamp",
+    "uuid7",
+    "uuid_for",
+]
 
 #: 10000-01-01T00:00:00Z: past it a time has no four-digit year in ISO 8601.
 END_OF_TIME = 253_402_300_800.0
@@ -123,3 +133,39 @@ def checked_uuid(value: Any) -> str:
         return str(uuid_module.UUID(str(value)))
     except ValueError:
         raise ValueError(f"uuid must be a UUID, got {value!r}") from None
+
+
+_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+_COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def event_time(value: Any) -> dt.datetime | float:
+    """An event's time from what a caller gave: now for None; ISO 8601 text parsed as
+    the official SDK parses it (a time without a zone is UTC; text that is not a time is
+    replaced by now, with a warning); anything else checked by :func:`checked_timestamp`."""
+    if value is None:
+        return time.time()
+    if isinstance(value, str):
+        parsed = _parse_iso(value)
+        if parsed is None:
+            logger.warning(
+                "invalid timestamp %r (not an ISO 8601 date and time); "
+                "the current time is sent instead",
+                value,
+            )
+            return time.time()
+        value = parsed
+    return checked_timestamp(value)
+
+
+def _parse_iso(text: str) -> dt.datetime | None:
+    stripped = text.strip()
+    if _DATE_ONLY.fullmatch(stripped):  # a day is not a time
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(
+            _COMPACT_OFFSET.sub(r"\1:\2", stripped.replace("Z", "+00:00"))
+        )
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)

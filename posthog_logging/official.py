@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -42,9 +43,11 @@ _lock = threading.Lock()
 
 
 def is_official_client(value: Any) -> bool:
-    """Whether ``value`` is a client of the official ``posthog`` package."""
-    cls = type(value)
-    return cls.__module__.split(".")[0] == "posthog" and callable(getattr(value, "capture", None))
+    """Whether ``value`` is a client of the official ``posthog`` package (a subclass of
+    it too). Never imports the package: a client of it means it was imported."""
+    module = sys.modules.get("posthog.client")
+    official = getattr(module, "Client", None)
+    return isinstance(official, type) and isinstance(value, official)
 
 
 def as_client(value: Any) -> Client:

@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "flags",
             "held_lines",
             "log_volume",
+            "compat",
         },
     ),
     ("records", {"events", "otlp", "delivery"}),

@@ -18,9 +18,8 @@ import pytest
 
 import posthog_logging
 import posthog_logging as posthog
-from posthog_logging import Client, DeliveryError, FeatureFlagsNotSupported
-from posthog_logging import client as client_module
-from posthog_logging.client import FEATURE_FLAG_METHODS, OFFICIAL_ONLY_OPTIONS
+from posthog_logging import Client, DeliveryError, FeatureFlagsNotSupported, compat
+from posthog_logging.compat import FEATURE_FLAG_METHODS, OFFICIAL_ONLY_OPTIONS
 from posthog_logging.diagnostics import Warner
 from posthog_logging.server import Fault, LocalServer
 
@@ -45,7 +44,7 @@ def official(monkeypatch: pytest.MonkeyPatch, server: LocalServer) -> Iterator[L
 def warnings_said_anew(monkeypatch: pytest.MonkeyPatch) -> None:
     """The once-per-process warnings about the official SDK's options, as in a new
     process (another test may have said them already)."""
-    monkeypatch.setattr(client_module, "_official_warner", Warner(interval=None))
+    monkeypatch.setattr(compat, "_official_warner", Warner(interval=None))
 
 
 def said(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

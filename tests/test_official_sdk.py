@@ -212,3 +212,37 @@ def test_the_loguru_sink_sends_through_it(official: Any, server: LocalServer) ->
         assert event["properties"]["plan"] == "pro"
     finally:
         logger.remove(sink_id)
+
+
+def test_an_event_its_capture_refuses_is_left_with_one_warning(
+    server: LocalServer,
+    attach: Callable[..., logging.Logger],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the official client's ``capture()`` raises for an event, that event is left
+    with one warning (once a minute), nothing reaches the caller, and the next events
+    still go through it."""
+
+    class Picky(posthog.Posthog):  # type: ignore[misc]
+        def capture(self, event: str, **kwargs: Any) -> Any:
+            if event == "refused":
+                raise ValueError("not this one")
+            return super().capture(event, **kwargs)
+
+    official = Picky(API_KEY, host=server.url, flush_interval=0.05)
+    caplog.set_level(logging.WARNING, logger="posthog_logging")
+    try:
+        handler = PostHogHandler(client=official)
+        log = attach(handler)
+        for _ in range(3):
+            log.info("refused", extra={"event": True})
+        log.info("accepted", extra={"event": True})
+        assert handler.client.flush(WAIT)
+        official.flush()
+        [event] = server.wait_for_events(1, timeout=WAIT)
+        assert event["event"] == "accepted"
+        refusals = [r for r in caplog.records if "refused an event" in r.getMessage()]
+        assert len(refusals) == 1
+        assert "ValueError" in refusals[0].getMessage()
+    finally:
+        official.shutdown()
